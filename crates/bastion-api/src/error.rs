@@ -1,0 +1,125 @@
+//! RFC 9457 problem details. Every error the API answers is `application/problem+json` with a
+//! stable machine `code`; 5xx bodies are opaque and their cause goes to the log.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// A problem document.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// `urn:bastion:problem:<code>`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    /// Stable machine-readable code, e.g. `rate_limited`.
+    pub code: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+impl Problem {
+    pub fn new(status: StatusCode, code: &str, detail: Option<String>) -> Self {
+        Self {
+            kind: format!("urn:bastion:problem:{code}"),
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: status.as_u16(),
+            code: code.to_owned(),
+            // 5xx details could reveal internals: never sent.
+            detail: if status.is_server_error() {
+                None
+            } else {
+                detail
+            },
+            request_id: None,
+        }
+    }
+
+    pub fn into_response_with(self, status: StatusCode) -> Response {
+        let body = serde_json::to_vec(&self).unwrap_or_else(|_| b"{}".to_vec());
+        let mut res = (status, body).into_response();
+        res.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        res
+    }
+}
+
+/// The stable code for a bare HTTP status produced by a layer or the router.
+pub fn code_for_status(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "bad_request",
+        401 => "unauthorized",
+        403 => "forbidden",
+        404 => "not_found",
+        405 => "method_not_allowed",
+        406 => "not_acceptable",
+        408 => "request_timeout",
+        409 => "conflict",
+        411 => "length_required",
+        413 => "payload_too_large",
+        415 => "unsupported_media_type",
+        422 => "unprocessable_entity",
+        429 => "rate_limited",
+        500 => "internal_error",
+        503 => "unavailable",
+        504 => "gateway_timeout",
+        s if s >= 500 => "server_error",
+        _ => "client_error",
+    }
+}
+
+/// Errors a handler can return; one exhaustive mapping to HTTP below.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("not found")]
+    NotFound,
+    #[error("rate limited")]
+    RateLimited { retry_after_secs: u64 },
+    #[error("request timed out")]
+    Timeout,
+    #[error("not ready")]
+    NotReady,
+    /// An unexpected failure: logged with the request id, answered opaquely.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, detail) = match &self {
+            Self::NotFound => (
+                StatusCode::NOT_FOUND,
+                "not_found",
+                Some("no such resource".to_owned()),
+            ),
+            Self::RateLimited { retry_after_secs } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                Some(format!(
+                    "too many requests; retry after {retry_after_secs} s"
+                )),
+            ),
+            Self::Timeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                Some("the request took too long".to_owned()),
+            ),
+            Self::NotReady => (StatusCode::SERVICE_UNAVAILABLE, "not_ready", None),
+            Self::Internal(cause) => {
+                tracing::error!(cause = %cause, "internal error");
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal_error", None)
+            }
+        };
+        let mut res = Problem::new(status, code, detail).into_response_with(status);
+        if let Self::RateLimited { retry_after_secs } = self {
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+        }
+        res
+    }
+}

@@ -1,0 +1,23 @@
+//! The OpenAPI 3.1 document, generated from the handlers' annotations, served at `/openapi.json`.
+
+use axum::Json;
+use utoipa::OpenApi;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Bastion",
+        description = "The security core: accounts, licenses, vault, audit and more."
+    ),
+    paths(
+        crate::routes::health::healthz,
+        crate::routes::health::readyz,
+        crate::routes::well_known::security_txt
+    ),
+    components(schemas(crate::error::Problem, crate::routes::health::HealthOut))
+)]
+pub struct ApiDoc;
+
+pub async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}

@@ -1,0 +1,104 @@
+//! The router and its hardening stack.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request};
+use axum::http::{HeaderName, Response, StatusCode};
+use axum::middleware::{from_fn, from_fn_with_state, map_response};
+use axum::routing::get;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::error::Problem;
+use crate::middleware::rate_limit::IpRateLimit;
+use crate::middleware::{client_ip, headers, problem, rate_limit, timeout};
+use crate::{AppState, HttpConfig, openapi, routes};
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The whole API with its middleware. `extra` lets tests mount routes (a panicking handler)
+/// under the same stack; production passes `None`.
+pub fn app(
+    state: AppState,
+    http: &HttpConfig,
+    rate_limit: Option<Arc<IpRateLimit>>,
+    extra: Option<Router>,
+) -> Router {
+    let mut api = Router::new()
+        .route("/healthz", get(routes::health::healthz))
+        .route("/readyz", get(routes::health::readyz))
+        .route(
+            "/.well-known/security.txt",
+            get(routes::well_known::security_txt),
+        )
+        .route("/openapi.json", get(openapi::openapi_json))
+        .with_state(state);
+    if let Some(extra) = extra {
+        api = api.merge(extra);
+    }
+    // Innermost first: the deadline covers handlers; the limiter runs before any work.
+    let mut app = api
+        .fallback(|| async { StatusCode::NOT_FOUND })
+        .layer(RequestBodyLimitLayer::new(http.body_limit_bytes))
+        .layer(from_fn_with_state(
+            Duration::from_millis(http.request_timeout_ms),
+            timeout::deadline,
+        ));
+    if let Some(rl) = rate_limit {
+        app = app.layer(from_fn_with_state(rl, rate_limit::per_ip));
+    }
+    app.layer(
+        ServiceBuilder::new()
+            .layer(map_response(headers::security_headers))
+            .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+            .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+            .layer(from_fn(problem::problem_json))
+            .layer(TraceLayer::new_for_http().make_span_with(make_span))
+            .layer(from_fn(record_metrics))
+            .layer(CatchPanicLayer::custom(panic_response))
+            .layer(from_fn_with_state(
+                Arc::new(http.trusted_proxies.clone()),
+                client_ip::client_ip,
+            )),
+    )
+}
+
+fn route_of(req: &Request) -> String {
+    req.extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned())
+}
+
+fn make_span(req: &Request) -> tracing::Span {
+    let request_id = req
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    tracing::info_span!("http", method = %req.method(), route = %route_of(req), request_id = %request_id)
+}
+
+async fn record_metrics(req: Request, next: axum::middleware::Next) -> axum::response::Response {
+    let route = route_of(&req);
+    let start = std::time::Instant::now();
+    let res = next.run(req).await;
+    let status = res.status().as_u16().to_string();
+    metrics::counter!("bastion_http_requests_total", "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("bastion_http_request_duration_seconds", "route" => route)
+        .record(start.elapsed().as_secs_f64());
+    res
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response<axum::body::Body> {
+    // The panic payload may hold data we must not echo; the span already carries the request id.
+    tracing::error!("handler panicked");
+    Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", None)
+        .into_response_with(StatusCode::INTERNAL_SERVER_ERROR)
+}

@@ -1,0 +1,11 @@
+use std::sync::Arc;
+
+use bastion_store::Store;
+
+/// What every handler can reach. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    /// The rendered security.txt, or `None` when no contact is configured.
+    pub security_txt: Option<Arc<str>>,
+}

@@ -1,0 +1,257 @@
+//! Closed-loop HTTP/1.1 load: N keep-alive connections, each sending its next request as soon as
+//! the previous answer has been read, so requests/s is the server's capacity at that concurrency.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use http::header::HOST;
+use http::{HeaderMap, HeaderName, HeaderValue, Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Empty};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use serde::Serialize;
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+
+/// `&'static [u8]` is a `Buf`, which spares a direct dependency on `bytes` for an empty body.
+type Body = Empty<&'static [u8]>;
+
+/// A request unanswered this long counts as an error; it also bounds how far a run can overrun.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Pause after a failed connect so a dead server does not turn the driver into a busy loop.
+const RECONNECT_PAUSE: Duration = Duration::from_millis(10);
+
+/// Where requests go and what they carry.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub addr: SocketAddr,
+    uri: Uri,
+    headers: HeaderMap,
+}
+
+impl Target {
+    pub fn local(addr: SocketAddr, path: &str) -> Result<Self> {
+        let uri: Uri = path.parse().with_context(|| format!("bad path {path:?}"))?;
+        let mut headers = HeaderMap::new();
+        headers.insert(HOST, HeaderValue::from_str(&addr.to_string())?);
+        Ok(Self { addr, uri, headers })
+    }
+
+    /// Only loopback targets are accepted: this tool saturates whatever it points at.
+    pub fn from_url(url: &str, extra_headers: &[String]) -> Result<Self> {
+        let uri: Uri = url.parse().with_context(|| format!("bad url {url:?}"))?;
+        ensure!(
+            uri.scheme_str() == Some("http"),
+            "only http:// urls are supported"
+        );
+        let host = uri.host().context("url has no host")?;
+        let ip = if host.eq_ignore_ascii_case("localhost") {
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        } else {
+            host.trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<IpAddr>()
+                .with_context(|| format!("host {host:?} is not an IP literal or localhost"))?
+        };
+        ensure!(
+            ip.is_loopback(),
+            "refusing to load a non-loopback address ({ip})"
+        );
+        let addr = SocketAddr::new(ip, uri.port_u16().unwrap_or(80));
+        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        let mut target = Self::local(addr, path)?;
+        for h in extra_headers {
+            let (name, value) = h
+                .split_once(':')
+                .with_context(|| format!("header {h:?} is not 'Name: value'"))?;
+            target.headers.append(
+                HeaderName::from_bytes(name.trim().as_bytes())?,
+                HeaderValue::from_str(value.trim())?,
+            );
+        }
+        Ok(target)
+    }
+
+    fn request(&self) -> Result<Request<Body>> {
+        let mut req = Request::get(self.uri.clone()).body(Body::new())?;
+        *req.headers_mut() = self.headers.clone();
+        Ok(req)
+    }
+}
+
+pub struct LoadConfig {
+    pub connections: usize,
+    pub warmup: Duration,
+    pub duration: Duration,
+}
+
+/// Figures over the measured window. `requests` counts every answer (any status) completed in the
+/// window; `errors` counts non-2xx answers plus transport failures and timeouts.
+#[derive(Debug, Serialize)]
+pub struct Stats {
+    pub requests: u64,
+    pub errors: u64,
+    pub requests_per_sec: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub p999_us: f64,
+    pub max_us: f64,
+}
+
+#[derive(Default)]
+struct Tally {
+    latencies_ns: Vec<u64>,
+    errors: u64,
+}
+
+/// Drives `target` for warm-up + duration and reports the duration window only.
+pub async fn run(target: &Target, cfg: &LoadConfig) -> Result<Stats> {
+    ensure!(cfg.connections > 0, "need at least one connection");
+    ensure!(!cfg.duration.is_zero(), "duration must be positive");
+    let warm_end = Instant::now() + cfg.warmup;
+    let end = warm_end + cfg.duration;
+    let workers: Vec<_> = (0..cfg.connections)
+        .map(|_| tokio::spawn(worker(target.clone(), warm_end, end)))
+        .collect();
+    let mut all = Tally::default();
+    for w in workers {
+        let t = w.await.context("load worker panicked")?;
+        all.latencies_ns.extend(t.latencies_ns);
+        all.errors += t.errors;
+    }
+    Ok(summarize(all, cfg.duration))
+}
+
+async fn worker(target: Target, warm_end: Instant, end: Instant) -> Tally {
+    let mut tally = Tally::default();
+    let mut conn: Option<SendRequest<Body>> = None;
+    // Answers are attributed to the window by completion time, so nothing after `end` counts.
+    let counts = |t: Instant| t >= warm_end && t <= end;
+    while Instant::now() < end {
+        // A server may close a keep-alive connection legitimately; reconnecting is not an error.
+        if conn.as_ref().is_none_or(|c| c.is_closed()) {
+            match timeout(REQUEST_TIMEOUT, connect(target.addr)).await {
+                Ok(Ok(c)) => conn = Some(c),
+                _ => {
+                    tally.errors += u64::from(counts(Instant::now()));
+                    tokio::time::sleep(RECONNECT_PAUSE).await;
+                    continue;
+                }
+            }
+        }
+        let Some(sender) = conn.as_mut() else {
+            continue;
+        };
+        let start = Instant::now();
+        let outcome = timeout(REQUEST_TIMEOUT, send(sender, &target)).await;
+        let done = Instant::now();
+        match outcome {
+            Ok(Ok(status)) => {
+                if counts(done) {
+                    tally.latencies_ns.push(saturating_ns(done - start));
+                    tally.errors += u64::from(!status.is_success());
+                }
+            }
+            _ => {
+                tally.errors += u64::from(counts(done));
+                conn = None;
+            }
+        }
+    }
+    tally
+}
+
+async fn connect(addr: SocketAddr) -> Result<SendRequest<Body>> {
+    let stream = TcpStream::connect(addr).await?;
+    // Without it, Nagle plus delayed ACK adds tens of ms to small keep-alive requests.
+    stream.set_nodelay(true)?;
+    let (sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
+    // The connection task ends by itself when the sender is dropped or the peer closes.
+    tokio::spawn(conn);
+    Ok(sender)
+}
+
+async fn send(sender: &mut SendRequest<Body>, target: &Target) -> Result<StatusCode> {
+    sender.ready().await?;
+    let resp = sender.send_request(target.request()?).await?;
+    let status = resp.status();
+    // The body must be drained before the connection can carry the next request.
+    resp.into_body().collect().await?;
+    Ok(status)
+}
+
+/// One request on a fresh connection; used to poll a starting server.
+pub async fn probe(target: &Target) -> Result<StatusCode> {
+    timeout(REQUEST_TIMEOUT, async {
+        let mut sender = connect(target.addr).await?;
+        send(&mut sender, target).await
+    })
+    .await
+    .context("probe timed out")?
+}
+
+fn saturating_ns(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+fn summarize(mut t: Tally, window: Duration) -> Stats {
+    t.latencies_ns.sort_unstable();
+    let l = &t.latencies_ns;
+    // Nearest-rank percentile: the smallest sample with at least q of all samples at or below it.
+    let pct = |q: f64| -> f64 {
+        if l.is_empty() {
+            return 0.0;
+        }
+        let rank = ((q * l.len() as f64).ceil() as usize).clamp(1, l.len());
+        l[rank - 1] as f64 / 1_000.0
+    };
+    let requests = l.len() as u64;
+    Stats {
+        requests,
+        errors: t.errors,
+        requests_per_sec: requests as f64 / window.as_secs_f64(),
+        p50_us: pct(0.50),
+        p99_us: pct(0.99),
+        p999_us: pct(0.999),
+        max_us: l.last().map_or(0.0, |&v| v as f64 / 1_000.0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_use_nearest_rank() {
+        let t = Tally {
+            latencies_ns: (1..=1000).rev().map(|v| v * 1_000).collect(),
+            errors: 2,
+        };
+        let s = summarize(t, Duration::from_secs(2));
+        assert_eq!(s.requests, 1000);
+        assert_eq!(s.errors, 2);
+        assert_eq!(s.requests_per_sec, 500.0);
+        assert_eq!(
+            (s.p50_us, s.p99_us, s.p999_us, s.max_us),
+            (500.0, 990.0, 999.0, 1000.0)
+        );
+    }
+
+    #[test]
+    fn urls_must_be_loopback_http() {
+        assert!(Target::from_url("http://127.0.0.1:8080/healthz", &[]).is_ok());
+        assert!(
+            Target::from_url(
+                "http://localhost/x?y=1",
+                &["Authorization: Bearer t".into()]
+            )
+            .is_ok()
+        );
+        assert!(Target::from_url("http://[::1]:9/", &[]).is_ok());
+        assert!(Target::from_url("http://10.0.0.1/", &[]).is_err());
+        assert!(Target::from_url("http://example.com/", &[]).is_err());
+        assert!(Target::from_url("https://127.0.0.1/", &[]).is_err());
+        assert!(Target::from_url("http://127.0.0.1/", &["no-colon".into()]).is_err());
+    }
+}

@@ -1,0 +1,308 @@
+//! Layered configuration (figment): embedded `config/default.toml` -> `--config FILE` ->
+//! `BASTION_*` environment (`__` nests) -> command-line flags. Unknown keys are errors.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use bastion_api::{HttpConfig, RateLimitConfig, SecurityTxtConfig};
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// The documented defaults, embedded in the binary.
+pub const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
+
+/// Environment variables with the `BASTION_` prefix that are not configuration keys.
+const NOT_CONFIG_ENV: &[&str] = &[
+    "master_key",
+    "test_postgres_url",
+    "test_require_postgres",
+    "config",
+];
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub database_url: String,
+    pub database_max_connections: u32,
+    pub metrics_listen: String,
+    pub http_redirect_listen: String,
+    pub public_url: String,
+    pub http: HttpConfig,
+    pub rate_limit: RateLimitConfig,
+    pub tls: TlsConfig,
+    pub audit: AuditConfig,
+    pub security_txt: SecurityTxtConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert: String,
+    pub key: String,
+    pub min_version: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    pub checkpoint_every_events: u64,
+    pub checkpoint_every_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    pub level: String,
+    pub format: String,
+}
+
+/// Flags that override configuration; `None` leaves the lower layers in force.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_redirect_listen: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsOverrides>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimitOverrides>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TlsOverrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_version: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RateLimitOverrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub per_ip_per_second: Option<u32>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Invalid(String),
+    #[error("configuration file {0}: not found")]
+    FileMissing(PathBuf),
+}
+
+/// Which database a URL names. Anything but these two schemes is refused, so a typo never
+/// silently creates a new database file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    Sqlite(String),
+    Postgres(String),
+}
+
+impl Config {
+    /// Loads the layers; `file` is `--config`, `env` the process environment (injectable for tests).
+    pub fn load(
+        file: Option<&Path>,
+        env: Option<Env>,
+        overrides: &Overrides,
+    ) -> Result<Self, ConfigError> {
+        let mut fig = Figment::from(Toml::string(DEFAULT_TOML));
+        if let Some(f) = file {
+            if !f.exists() {
+                return Err(ConfigError::FileMissing(f.to_owned()));
+            }
+            fig = fig.merge(Toml::file(f));
+        }
+        let env = env.unwrap_or_else(|| Env::prefixed("BASTION_"));
+        fig = fig.merge(
+            env.filter(|k| {
+                !NOT_CONFIG_ENV
+                    .iter()
+                    .any(|n| k.as_str().eq_ignore_ascii_case(n))
+            })
+            .split("__"),
+        );
+        fig = fig.merge(Serialized::defaults(overrides));
+        let cfg: Config = fig
+            .extract()
+            .map_err(|e| ConfigError::Invalid(describe(e)))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        self.database()?;
+        if !matches!(self.tls.min_version.as_str(), "1.2" | "1.3") {
+            return bad(format!(
+                "tls.min_version must be \"1.2\" or \"1.3\", not {:?}",
+                self.tls.min_version
+            ));
+        }
+        if self.tls.cert.is_empty() != self.tls.key.is_empty() {
+            return bad("tls.cert and tls.key must be set together".into());
+        }
+        if !self.http_redirect_listen.is_empty() && self.tls.cert.is_empty() {
+            return bad(
+                "http_redirect_listen needs TLS (tls.cert and tls.key): it only redirects to HTTPS"
+                    .into(),
+            );
+        }
+        for (key, v) in [
+            ("metrics_listen", &self.metrics_listen),
+            ("http_redirect_listen", &self.http_redirect_listen),
+        ] {
+            if !v.is_empty() && v.parse::<SocketAddr>().is_err() {
+                return bad(format!(
+                    "{key} must be an address like 127.0.0.1:9090, not {v:?}"
+                ));
+            }
+        }
+        if self.http.request_timeout_ms == 0 || self.http.body_limit_bytes == 0 {
+            return bad(
+                "http.request_timeout_ms and http.body_limit_bytes must be positive".into(),
+            );
+        }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            return bad(format!(
+                "log.format must be \"text\" or \"json\", not {:?}",
+                self.log.format
+            ));
+        }
+        if self.audit.checkpoint_every_events == 0 || self.audit.checkpoint_every_secs == 0 {
+            return bad(
+                "audit.checkpoint_every_events and audit.checkpoint_every_secs must be positive"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// The database to open: `database_url`, or SQLite in the data directory when empty.
+    pub fn database(&self) -> Result<DatabaseUrl, ConfigError> {
+        let url = self.database_url.trim();
+        if url.is_empty() {
+            return Ok(DatabaseUrl::Sqlite(format!(
+                "sqlite://{}",
+                self.data_dir.join("bastion.db").display()
+            )));
+        }
+        match url.split_once("://").map(|(s, _)| s) {
+            Some("sqlite") => Ok(DatabaseUrl::Sqlite(url.to_owned())),
+            Some("postgres" | "postgresql") => Ok(DatabaseUrl::Postgres(url.to_owned())),
+            Some(other) => Err(ConfigError::Invalid(format!(
+                "database_url: unknown scheme {other:?}; use sqlite://PATH or postgres://USER@HOST/DB"
+            ))),
+            None => Err(ConfigError::Invalid(
+                "database_url: expected sqlite://PATH or postgres://USER@HOST/DB".into(),
+            )),
+        }
+    }
+}
+
+/// figment's error, phrased for an operator (it names the key, e.g. `unknown field `listn``).
+fn describe(e: figment::Error) -> String {
+    e.into_iter()
+        .map(|e| {
+            let path = e.path.join(".");
+            let src = e
+                .metadata
+                .as_ref()
+                .map(|m| m.name.to_string())
+                .unwrap_or_default();
+            let mut s = e.kind.to_string();
+            if !path.is_empty() {
+                s = format!("{s} (at `{path}`)");
+            }
+            if !src.is_empty() {
+                s = format!("{s} in {src}");
+            }
+            s
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    #[test]
+    fn defaults_load_and_are_zero_config() {
+        Jail::expect_with(|_| {
+            let c = Config::load(None, None, &Overrides::default()).unwrap();
+            assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+            assert_eq!(c.data_dir, PathBuf::from("./bastion-data"));
+            assert!(
+                matches!(c.database().unwrap(), DatabaseUrl::Sqlite(u) if u.ends_with("bastion-data/bastion.db"))
+            );
+            assert_eq!(c.http.request_timeout_ms, 30_000);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn layers_override_in_order_and_unknown_keys_are_named() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "b.toml",
+                "listen = \"127.0.0.1:1\"\n[http]\nbody_limit_bytes = 5\n",
+            )?;
+            jail.set_env("BASTION_LISTEN", "127.0.0.1:2");
+            jail.set_env("BASTION_HTTP__REQUEST_TIMEOUT_MS", "7");
+            jail.set_env("BASTION_MASTER_KEY", "not a config key");
+            let c = Config::load(Some(Path::new("b.toml")), None, &Overrides::default()).unwrap();
+            assert_eq!(c.listen.to_string(), "127.0.0.1:2", "env beats file");
+            assert_eq!(c.http.body_limit_bytes, 5);
+            assert_eq!(c.http.request_timeout_ms, 7);
+            let flags = Overrides {
+                listen: Some("127.0.0.1:3".into()),
+                ..Default::default()
+            };
+            assert_eq!(
+                Config::load(Some(Path::new("b.toml")), None, &flags)
+                    .unwrap()
+                    .listen
+                    .to_string(),
+                "127.0.0.1:3"
+            );
+
+            jail.create_file("bad.toml", "[http]\nrequest_timeout_msec = 1\n")?;
+            let err = Config::load(Some(Path::new("bad.toml")), None, &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("request_timeout_msec"), "{err}");
+            jail.set_env("BASTION_LISTN", "x");
+            let err = Config::load(None, None, &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("listn"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_database_scheme_is_refused_and_named() {
+        Jail::expect_with(|jail| {
+            jail.set_env("BASTION_DATABASE_URL", "mysql://root@localhost/db");
+            let err = Config::load(None, None, &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("\"mysql\""), "{err}");
+            Ok(())
+        });
+    }
+}

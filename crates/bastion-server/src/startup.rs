@@ -1,0 +1,212 @@
+//! Start-up: data directory, storage, master key, key ring, audit log; then the listeners.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::Router;
+use bastion_api::AppState;
+use bastion_api::middleware::rate_limit::IpRateLimit;
+use bastion_core::audit::{AuditEvent, AuditLog, Category, Outcome};
+use bastion_core::keys::KeyRing;
+use bastion_core::{Clock, SystemClock};
+use bastion_store::Store;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::master_key::{self, MasterKeySource};
+use crate::{jobs, listen, storage, tls};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("{0}")]
+    Config(String),
+    #[error("data directory: {0}")]
+    DataDir(String),
+    #[error("database: {0}")]
+    Database(String),
+    #[error("master key: {0}")]
+    MasterKey(String),
+    #[error(transparent)]
+    Keys(#[from] bastion_core::keys::KeyError),
+    #[error("audit log: {0}")]
+    Audit(#[from] bastion_core::audit::AuditError),
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("listener: {0}")]
+    Listen(String),
+}
+
+/// An opened Bastion: storage, keys and audit log, shared by the server and the CLI.
+pub struct Bastion {
+    pub store: Arc<dyn Store>,
+    pub keys: Arc<KeyRing>,
+    pub audit: Arc<AuditLog>,
+    pub clock: Arc<dyn Clock>,
+    pub master_key_source: MasterKeySource,
+    pub data_dir: PathBuf,
+}
+
+impl Bastion {
+    /// Opens everything; a wrong master key fails here, before anything is written.
+    pub async fn open(cfg: &Config) -> Result<Self, StartupError> {
+        master_key::ensure_data_dir(&cfg.data_dir)?;
+        let store = storage::open(cfg).await?;
+        let (master, source) = master_key::resolve(&cfg.data_dir, store.as_ref()).await?;
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let keys = KeyRing::open(store.as_ref(), &master, clock.as_ref()).await?;
+        drop(master);
+        let audit = Arc::new(AuditLog::new(
+            store.clone(),
+            keys.clone(),
+            clock.clone(),
+            cfg.audit.checkpoint_every_events,
+        ));
+        Ok(Self {
+            store,
+            keys,
+            audit,
+            clock,
+            master_key_source: source,
+            data_dir: cfg.data_dir.clone(),
+        })
+    }
+}
+
+fn metrics_handle() -> Result<PrometheusHandle, StartupError> {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    if let Some(h) = HANDLE.get() {
+        return Ok(h.clone());
+    }
+    let h = PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(|e| StartupError::Listen(format!("metrics: {e}")))?;
+    Ok(HANDLE.get_or_init(|| h).clone())
+}
+
+/// Serves the API on `listener` until `shutdown` completes. Tests bind `127.0.0.1:0`.
+pub async fn run_with_listener(
+    cfg: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), StartupError> {
+    run_with_routes(cfg, listener, shutdown, None).await
+}
+
+/// As [`run_with_listener`], with extra routes mounted under the same middleware (tests).
+pub async fn run_with_routes(
+    cfg: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+    extra: Option<Router>,
+) -> Result<(), StartupError> {
+    let bastion = Bastion::open(&cfg).await?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| StartupError::Listen(e.to_string()))?;
+    let tls = if cfg.tls.cert.is_empty() {
+        tracing::warn!("TLS is off: serving plain HTTP (set tls.cert and tls.key in production)");
+        None
+    } else {
+        let sc = tls::server_config(
+            cfg.tls.cert.as_ref(),
+            cfg.tls.key.as_ref(),
+            &cfg.tls.min_version,
+        )?;
+        Some(tokio_rustls::TlsAcceptor::from(sc))
+    };
+    let security_txt = bastion_api::routes::well_known::render_security_txt(
+        &cfg.security_txt,
+        time::OffsetDateTime::now_utc(),
+    )
+    .map(Arc::from);
+    let state = AppState {
+        store: bastion.store.clone(),
+        security_txt,
+    };
+    let rate_limit = IpRateLimit::new(&cfg.rate_limit);
+    let app = bastion_api::app(state, &cfg.http, rate_limit.clone(), extra);
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    if !cfg.metrics_listen.is_empty() {
+        let l = listen::bind(&cfg.metrics_listen)
+            .await
+            .map_err(|e| StartupError::Listen(format!("metrics_listen: {e}")))?;
+        tracing::info!(addr = %cfg.metrics_listen, "metrics listener");
+        tasks.spawn(listen::serve(
+            l,
+            listen::metrics_app(metrics_handle()?),
+            None,
+            Duration::from_secs(10),
+            stop_rx.clone(),
+        ));
+    }
+    if !cfg.http_redirect_listen.is_empty() {
+        let l = listen::bind(&cfg.http_redirect_listen)
+            .await
+            .map_err(|e| StartupError::Listen(format!("http_redirect_listen: {e}")))?;
+        tracing::info!(addr = %cfg.http_redirect_listen, "HTTP -> HTTPS redirect listener");
+        let redirect = listen::redirect_app(cfg.public_url.clone(), local.port());
+        tasks.spawn(listen::serve(
+            l,
+            redirect,
+            None,
+            Duration::from_secs(10),
+            stop_rx.clone(),
+        ));
+    }
+    tasks.spawn(jobs::audit_checkpoints(
+        bastion.audit.clone(),
+        Duration::from_secs(cfg.audit.checkpoint_every_secs),
+        stop_rx.clone(),
+    ));
+    if let Some(rl) = rate_limit {
+        tasks.spawn(jobs::sweep_rate_limiter(rl, stop_rx.clone()));
+    }
+    bastion
+        .audit
+        .record(
+            AuditEvent::new(Category::Admin, "server.started", Outcome::Success)
+                .details(serde_json::json!({ "version": env!("CARGO_PKG_VERSION"), "backend": bastion.store.backend() })),
+        )
+        .await?;
+    tracing::info!(
+        addr = %local,
+        tls = tls.is_some(),
+        backend = bastion.store.backend(),
+        master_key = %bastion.master_key_source,
+        "Bastion is serving"
+    );
+    let header_timeout = Duration::from_millis(cfg.http.header_read_timeout_ms);
+    let api = tokio::spawn(listen::serve(listener, app, tls, header_timeout, stop_rx));
+    shutdown.await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    let _ = api.await;
+    while tasks.join_next().await.is_some() {}
+    bastion.store.close().await;
+    Ok(())
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}

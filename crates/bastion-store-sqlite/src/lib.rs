@@ -1,0 +1,339 @@
+//! Embedded SQLite backend (WAL). Single node: the [`Scope`] is enforced by these queries,
+//! since SQLite has no row-level security; `bastion attest` reports this.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use bastion_store::{
+    AuditRecord, AuditStore, ChainHead, CheckpointRecord, Isolation, KeyRingStore, NewAuditEvent,
+    Scope, Sealer, Store, StoreError, StoreResult, StoredKey,
+};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{Row, SqlitePool};
+use tokio::sync::Mutex;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// The SQLite store. Writers to the audit chain are serialised in-process and by
+/// `BEGIN IMMEDIATE` across processes (the CLI and the server may share a file).
+pub struct SqliteStore {
+    pool: SqlitePool,
+    chain_lock: Mutex<()>,
+}
+
+fn db_err(e: sqlx::Error) -> StoreError {
+    match &e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Conflict("unique"),
+        _ => StoreError::Database(e.to_string()),
+    }
+}
+
+fn require_system(scope: &Scope) -> StoreResult<()> {
+    if scope.is_system() {
+        Ok(())
+    } else {
+        Err(StoreError::Forbidden)
+    }
+}
+
+fn hash32(row: &SqliteRow, col: &str) -> StoreResult<[u8; 32]> {
+    let v: Vec<u8> = row.try_get(col).map_err(db_err)?;
+    <[u8; 32]>::try_from(v.as_slice())
+        .map_err(|_| StoreError::Corrupt(format!("{col} is not 32 bytes")))
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database at a `sqlite://` URL or path, WAL mode.
+    pub async fn open(url: &str) -> StoreResult<Self> {
+        let opts = SqliteConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Database(format!("invalid SQLite URL: {e}")))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(opts)
+            .await
+            .map_err(db_err)?;
+        Ok(Self {
+            pool,
+            chain_lock: Mutex::new(()),
+        })
+    }
+
+    /// Opens `<dir>/bastion.db`.
+    pub async fn open_in_dir(dir: &Path) -> StoreResult<Self> {
+        Self::open(&format!("sqlite://{}", dir.join("bastion.db").display())).await
+    }
+
+    pub async fn migrate(&self) -> StoreResult<()> {
+        MIGRATOR
+            .run(&self.pool)
+            .await
+            .map_err(|e| StoreError::Migration(e.to_string()))
+    }
+
+    /// The pool, for tests that play an attacker with direct database access.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    async fn head_on(conn: &mut sqlx::SqliteConnection) -> StoreResult<ChainHead> {
+        let row = sqlx::query("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db_err)?;
+        match row {
+            None => Ok(ChainHead::GENESIS),
+            Some(r) => Ok(ChainHead {
+                seq: r.try_get("seq").map_err(db_err)?,
+                hash: hash32(&r, "hash")?,
+            }),
+        }
+    }
+
+    async fn append_in_tx(
+        conn: &mut sqlx::SqliteConnection,
+        events: &[NewAuditEvent],
+        seal: &Sealer,
+    ) -> StoreResult<ChainHead> {
+        let mut head = Self::head_on(conn).await?;
+        for ev in events {
+            let seq = head.seq + 1;
+            let hash = seal(&head, seq, ev);
+            sqlx::query(
+                "INSERT INTO audit_events (seq, ts_ms, actor, org_id, category, action, outcome, details, prev_hash, hash) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(seq)
+            .bind(ev.ts_ms)
+            .bind(ev.actor.as_deref())
+            .bind(ev.org_id.as_deref())
+            .bind(&ev.category)
+            .bind(&ev.action)
+            .bind(&ev.outcome)
+            .bind(&ev.details)
+            .bind(&head.hash[..])
+            .bind(&hash[..])
+            .execute(&mut *conn)
+            .await
+            .map_err(db_err)?;
+            head = ChainHead { seq, hash };
+        }
+        Ok(head)
+    }
+}
+
+#[async_trait::async_trait]
+impl AuditStore for SqliteStore {
+    async fn append(
+        &self,
+        scope: &Scope,
+        events: &[NewAuditEvent],
+        seal: &Sealer,
+    ) -> StoreResult<ChainHead> {
+        require_system(scope)?;
+        let _guard = self.chain_lock.lock().await;
+        let mut conn = self.pool.acquire().await.map_err(db_err)?;
+        // IMMEDIATE takes the write lock up front, so another process cannot interleave a head read.
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut *conn)
+            .await
+            .map_err(db_err)?;
+        match Self::append_in_tx(&mut conn, events, seal).await {
+            Ok(head) => {
+                sqlx::query("COMMIT")
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(db_err)?;
+                Ok(head)
+            }
+            Err(e) => {
+                if let Err(rb) = sqlx::query("ROLLBACK").execute(&mut *conn).await {
+                    tracing::error!(error = %rb, "rollback failed; discarding connection");
+                    conn.detach();
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn head(&self, scope: &Scope) -> StoreResult<ChainHead> {
+        require_system(scope)?;
+        let mut conn = self.pool.acquire().await.map_err(db_err)?;
+        Self::head_on(&mut conn).await
+    }
+
+    async fn events_after(
+        &self,
+        scope: &Scope,
+        after: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<AuditRecord>> {
+        require_system(scope)?;
+        let rows = sqlx::query(
+            "SELECT seq, ts_ms, actor, org_id, category, action, outcome, details, prev_hash, hash \
+             FROM audit_events WHERE seq > ? ORDER BY seq LIMIT ?",
+        )
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditRecord {
+                    seq: r.try_get("seq").map_err(db_err)?,
+                    event: NewAuditEvent {
+                        ts_ms: r.try_get("ts_ms").map_err(db_err)?,
+                        actor: r.try_get("actor").map_err(db_err)?,
+                        org_id: r.try_get("org_id").map_err(db_err)?,
+                        category: r.try_get("category").map_err(db_err)?,
+                        action: r.try_get("action").map_err(db_err)?,
+                        outcome: r.try_get("outcome").map_err(db_err)?,
+                        details: r.try_get("details").map_err(db_err)?,
+                    },
+                    prev_hash: hash32(r, "prev_hash")?,
+                    hash: hash32(r, "hash")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn insert_checkpoint(&self, scope: &Scope, cp: &CheckpointRecord) -> StoreResult<()> {
+        require_system(scope)?;
+        sqlx::query(
+            "INSERT INTO audit_checkpoints (size, head_hash, ts_ms, key_id, signature) VALUES (?, ?, ?, ?, ?) \
+             ON CONFLICT (size) DO NOTHING",
+        )
+        .bind(cp.size)
+        .bind(&cp.head_hash[..])
+        .bind(cp.ts_ms)
+        .bind(&cp.key_id)
+        .bind(&cp.signature)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn checkpoints(&self, scope: &Scope) -> StoreResult<Vec<CheckpointRecord>> {
+        require_system(scope)?;
+        let rows = sqlx::query(
+            "SELECT size, head_hash, ts_ms, key_id, signature FROM audit_checkpoints ORDER BY size",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.iter()
+            .map(|r| {
+                Ok(CheckpointRecord {
+                    size: r.try_get("size").map_err(db_err)?,
+                    head_hash: hash32(r, "head_hash")?,
+                    ts_ms: r.try_get("ts_ms").map_err(db_err)?,
+                    key_id: r.try_get("key_id").map_err(db_err)?,
+                    signature: r.try_get("signature").map_err(db_err)?,
+                })
+            })
+            .collect()
+    }
+}
+
+#[async_trait::async_trait]
+impl KeyRingStore for SqliteStore {
+    async fn canary(&self, scope: &Scope) -> StoreResult<Option<Vec<u8>>> {
+        require_system(scope)?;
+        sqlx::query_scalar("SELECT canary FROM key_canary WHERE id = 1")
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)
+    }
+
+    async fn init_canary(&self, scope: &Scope, canary: &[u8], now_ms: i64) -> StoreResult<Vec<u8>> {
+        require_system(scope)?;
+        sqlx::query("INSERT INTO key_canary (id, canary, created_ms) VALUES (1, ?, ?) ON CONFLICT (id) DO NOTHING")
+            .bind(canary)
+            .bind(now_ms)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        self.canary(scope)
+            .await?
+            .ok_or(StoreError::Corrupt("canary vanished".into()))
+    }
+
+    async fn keys(&self, scope: &Scope) -> StoreResult<Vec<StoredKey>> {
+        require_system(scope)?;
+        let rows = sqlx::query(
+            "SELECT purpose, version, key_id, algorithm, wrapped, public_key, created_ms, retired \
+             FROM key_ring ORDER BY purpose, version",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.iter()
+            .map(|r| {
+                let version: i64 = r.try_get("version").map_err(db_err)?;
+                Ok(StoredKey {
+                    purpose: r.try_get("purpose").map_err(db_err)?,
+                    version: u32::try_from(version)
+                        .map_err(|_| StoreError::Corrupt("key version".into()))?,
+                    key_id: r.try_get("key_id").map_err(db_err)?,
+                    algorithm: r.try_get("algorithm").map_err(db_err)?,
+                    wrapped: r.try_get("wrapped").map_err(db_err)?,
+                    public_key: r.try_get("public_key").map_err(db_err)?,
+                    created_ms: r.try_get("created_ms").map_err(db_err)?,
+                    retired: r.try_get::<i64, _>("retired").map_err(db_err)? != 0,
+                })
+            })
+            .collect()
+    }
+
+    async fn insert_key(&self, scope: &Scope, key: &StoredKey) -> StoreResult<()> {
+        require_system(scope)?;
+        sqlx::query(
+            "INSERT INTO key_ring (purpose, version, key_id, algorithm, wrapped, public_key, created_ms, retired) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&key.purpose)
+        .bind(i64::from(key.version))
+        .bind(&key.key_id)
+        .bind(&key.algorithm)
+        .bind(&key.wrapped)
+        .bind(key.public_key.as_deref())
+        .bind(key.created_ms)
+        .bind(i64::from(key.retired))
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    fn isolation(&self) -> Isolation {
+        Isolation::StoreQueries
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)
+            .map(|_| ())
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}

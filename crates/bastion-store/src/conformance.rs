@@ -1,0 +1,209 @@
+//! The conformance suite: every backend runs these against a real database.
+//!
+//! A backend's tests call [`conformance_tests!`] with an async expression that yields
+//! `Option<(Arc<store>, guard)>` for a fresh, migrated, empty database (`None` skips: the backend
+//! is not configured); the guard keeps the database alive until the test ends. Each function
+//! below becomes one test there.
+
+use std::sync::Arc;
+
+use crate::{ChainHead, CheckpointRecord, NewAuditEvent, Scope, Store, StoreError, StoredKey};
+
+const SYS: Scope = Scope::System("conformance");
+
+fn event(i: usize) -> NewAuditEvent {
+    NewAuditEvent {
+        ts_ms: 1_700_000_000_000 + i as i64,
+        actor: Some(format!("usr_{i}")),
+        org_id: if i % 2 == 0 {
+            Some("org_a".into())
+        } else {
+            None
+        },
+        category: "admin".into(),
+        action: format!("action.{i}"),
+        outcome: "success".into(),
+        details: format!("{{\"i\":{i}}}"),
+    }
+}
+
+/// A stand-in for the domain's hash: deterministic, depends on the head, the seq and the event.
+fn seal(head: &ChainHead, seq: i64, ev: &NewAuditEvent) -> [u8; 32] {
+    let mut out = head.hash;
+    for (i, b) in seq
+        .to_be_bytes()
+        .iter()
+        .chain(ev.action.as_bytes())
+        .chain(ev.details.as_bytes())
+        .enumerate()
+    {
+        out[i % 32] = out[i % 32].rotate_left(3) ^ b;
+    }
+    out
+}
+
+/// Appends keep seq contiguous from 1 and hand the sealer the true predecessor.
+pub async fn audit_append_builds_a_contiguous_chain<S: Store>(store: Arc<S>) {
+    assert_eq!(store.head(&SYS).await.unwrap(), ChainHead::GENESIS);
+    let h1 = store.append(&SYS, &[event(1)], &seal).await.unwrap();
+    assert_eq!(h1.seq, 1);
+    let batch: Vec<_> = (2..=10).map(event).collect();
+    let h10 = store.append(&SYS, &batch, &seal).await.unwrap();
+    assert_eq!(h10.seq, 10);
+    assert_eq!(store.head(&SYS).await.unwrap(), h10);
+    let rows = store.events_after(&SYS, 0, 100).await.unwrap();
+    assert_eq!(rows.len(), 10);
+    let mut prev = ChainHead::GENESIS;
+    for (i, r) in rows.iter().enumerate() {
+        assert_eq!(r.seq, i as i64 + 1);
+        assert_eq!(r.event, event(i + 1), "event round-trips unchanged");
+        assert_eq!(r.prev_hash, prev.hash);
+        assert_eq!(r.hash, seal(&prev, r.seq, &r.event));
+        prev = ChainHead {
+            seq: r.seq,
+            hash: r.hash,
+        };
+    }
+    let page = store.events_after(&SYS, 4, 3).await.unwrap();
+    assert_eq!(
+        page.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        vec![5, 6, 7]
+    );
+    assert!(
+        store.append(&SYS, &[], &seal).await.unwrap() == h10,
+        "an empty batch changes nothing"
+    );
+}
+
+/// Concurrent appenders never fork the chain or reuse a seq.
+pub async fn audit_concurrent_appends_stay_linear<S: Store>(store: Arc<S>) {
+    let mut tasks = Vec::new();
+    for t in 0..16 {
+        let s = store.clone();
+        tasks.push(tokio::spawn(async move {
+            for j in 0..5 {
+                s.append(&SYS, &[event(t * 100 + j), event(t * 100 + j + 50)], &seal)
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let rows = store.events_after(&SYS, 0, 1000).await.unwrap();
+    assert_eq!(rows.len(), 160);
+    let mut prev = ChainHead::GENESIS;
+    for r in &rows {
+        assert_eq!(r.seq, prev.seq + 1);
+        assert_eq!(r.prev_hash, prev.hash, "chain forked at {}", r.seq);
+        assert_eq!(r.hash, seal(&prev, r.seq, &r.event));
+        prev = ChainHead {
+            seq: r.seq,
+            hash: r.hash,
+        };
+    }
+}
+
+/// Checkpoints round-trip in order and one per size.
+pub async fn audit_checkpoints_are_unique_per_size<S: Store>(store: Arc<S>) {
+    let cp = |size: i64| CheckpointRecord {
+        size,
+        head_hash: [size as u8; 32],
+        ts_ms: 1_700_000_000_000 + size,
+        key_id: "audit-v1-abcd".into(),
+        signature: vec![size as u8; 64],
+    };
+    store.insert_checkpoint(&SYS, &cp(5)).await.unwrap();
+    store.insert_checkpoint(&SYS, &cp(2)).await.unwrap();
+    let mut dup = cp(5);
+    dup.signature = vec![0; 64];
+    store.insert_checkpoint(&SYS, &dup).await.unwrap();
+    assert_eq!(store.checkpoints(&SYS).await.unwrap(), vec![cp(2), cp(5)]);
+}
+
+/// The canary is written once; keys are unique per purpose and version.
+pub async fn keyring_canary_and_keys<S: Store>(store: Arc<S>) {
+    assert_eq!(store.canary(&SYS).await.unwrap(), None);
+    assert_eq!(
+        store.init_canary(&SYS, b"first", 1).await.unwrap(),
+        b"first"
+    );
+    assert_eq!(
+        store.init_canary(&SYS, b"second", 2).await.unwrap(),
+        b"first",
+        "never overwritten"
+    );
+    assert_eq!(
+        store.canary(&SYS).await.unwrap().as_deref(),
+        Some(b"first".as_slice())
+    );
+    let key = StoredKey {
+        purpose: "audit".into(),
+        version: 1,
+        key_id: "audit-v1-0011".into(),
+        algorithm: "Ed25519".into(),
+        wrapped: vec![1, 2, 3],
+        public_key: Some(vec![4; 32]),
+        created_ms: 42,
+        retired: false,
+    };
+    store.insert_key(&SYS, &key).await.unwrap();
+    assert!(matches!(
+        store.insert_key(&SYS, &key).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(store.keys(&SYS).await.unwrap(), vec![key]);
+}
+
+/// Tenant scopes see no system tables: key ring and audit chain are system paths only.
+pub async fn non_system_scopes_cannot_touch_system_tables<S: Store>(store: Arc<S>) {
+    store.init_canary(&SYS, b"c", 1).await.unwrap();
+    store.append(&SYS, &[event(1)], &seal).await.unwrap();
+    for scope in [
+        Scope::Anonymous,
+        Scope::User {
+            user_id: "usr_x".into(),
+            org_id: Some("org_a".into()),
+        },
+    ] {
+        assert!(
+            store.canary(&scope).await.is_err() || store.canary(&scope).await.unwrap().is_none()
+        );
+        assert!(
+            store
+                .keys(&scope)
+                .await
+                .map(|k| k.is_empty())
+                .unwrap_or(true)
+        );
+        assert!(
+            store.append(&scope, &[event(2)], &seal).await.is_err(),
+            "{scope:?} appended to the chain"
+        );
+    }
+    assert_eq!(store.head(&SYS).await.unwrap().seq, 1);
+}
+
+/// Expands into one `#[tokio::test]` per conformance check (see the module docs for `$make`).
+#[macro_export]
+macro_rules! conformance_tests {
+    ($make:expr) => {
+        $crate::conformance_tests!(@each $make;
+            audit_append_builds_a_contiguous_chain,
+            audit_concurrent_appends_stay_linear,
+            audit_checkpoints_are_unique_per_size,
+            keyring_canary_and_keys,
+            non_system_scopes_cannot_touch_system_tables
+        );
+    };
+    (@each $make:expr; $($name:ident),*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let Some((store, _guard)) = $make else { return };
+                $crate::conformance::$name(store).await;
+            }
+        )*
+    };
+}

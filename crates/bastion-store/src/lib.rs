@@ -1,0 +1,56 @@
+//! Storage traits of Bastion, one per area, with the row models they exchange.
+//!
+//! Every call takes a [`Scope`]: who acts, for which organization. On PostgreSQL the scope
+//! becomes row-level security for the transaction; on SQLite the store's queries enforce it.
+//! Nothing outside the `bastion-store-*` crates writes SQL.
+
+pub mod audit;
+pub mod keyring;
+mod scope;
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
+pub use audit::{AuditRecord, AuditStore, ChainHead, CheckpointRecord, NewAuditEvent, Sealer};
+pub use keyring::{KeyRingStore, StoredKey};
+pub use scope::Scope;
+
+/// Errors of the storage layer. Messages never contain row contents.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    #[error("conflict: {0}")]
+    Conflict(&'static str),
+    #[error("the database refused the operation for this scope")]
+    Forbidden,
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("database error: {0}")]
+    Database(String),
+    #[error("migration failed: {0}")]
+    Migration(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// How tenant isolation is enforced by a backend, reported by `bastion attest`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isolation {
+    /// PostgreSQL row-level security, enabled and forced on every table.
+    RowLevelSecurity,
+    /// The store's own queries (embedded SQLite, single node).
+    StoreQueries,
+}
+
+/// A whole storage backend: every area's trait, plus health.
+#[async_trait::async_trait]
+pub trait Store: AuditStore + KeyRingStore + Send + Sync + 'static {
+    /// `sqlite` or `postgres`.
+    fn backend(&self) -> &'static str;
+    fn isolation(&self) -> Isolation;
+    /// Succeeds when the database answers a trivial query.
+    async fn ping(&self) -> StoreResult<()>;
+    /// Closes the connections (graceful shutdown).
+    async fn close(&self);
+}

@@ -1,0 +1,6 @@
+//! Test support shared by every crate's integration tests.
+
+pub mod app;
+pub mod pg;
+
+pub use app::{TestApp, spawn_app, test_config};

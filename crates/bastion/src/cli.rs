@@ -1,0 +1,176 @@
+//! The command line (clap). Flags override the configuration layers below them.
+
+use std::path::PathBuf;
+
+use bastion_server::config::{Overrides, RateLimitOverrides, TlsOverrides};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "bastion",
+    version,
+    about = "The security core of a small software company, in one binary."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Configuration file (TOML), layered over the built-in defaults.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Data directory [env: BASTION_DATA_DIR] (default ./bastion-data).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Database URL, sqlite://PATH or postgres://… [env: BASTION_DATABASE_URL].
+    #[arg(long, global = true, value_name = "URL")]
+    pub database_url: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Configuration helpers.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Exit 0 if the server at URL answers 2xx, else 1 (for orchestrators).
+    Healthcheck(HealthcheckArgs),
+    /// Key ring administration.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// The tamper-evident audit trail.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// TLS helpers.
+    #[command(subcommand)]
+    Tls(TlsCommand),
+}
+
+#[derive(Debug, Args, Default)]
+pub struct ServeArgs {
+    /// Listen address [env: BASTION_LISTEN] (default 127.0.0.1:8080).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Prometheus metrics listener, off unless set [env: BASTION_METRICS_LISTEN].
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
+    /// Plain-HTTP listener that only redirects to HTTPS [env: BASTION_HTTP_REDIRECT_LISTEN].
+    #[arg(long, value_name = "ADDR")]
+    pub http_redirect_listen: Option<String>,
+    /// PEM certificate chain [env: BASTION_TLS__CERT].
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<String>,
+    /// PEM private key [env: BASTION_TLS__KEY].
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<String>,
+    /// Lowest TLS version: 1.2 or 1.3 [env: BASTION_TLS__MIN_VERSION].
+    #[arg(long, value_name = "VERSION")]
+    pub tls_min_version: Option<String>,
+    /// Requests per second per client IP; 0 turns the limiter off (benchmarks).
+    #[arg(long, value_name = "N")]
+    pub rate_limit_per_ip: Option<u32>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the documented default configuration.
+    PrintDefault,
+}
+
+#[derive(Debug, Args)]
+pub struct HealthcheckArgs {
+    /// The URL to probe, e.g. http://127.0.0.1:8080/readyz.
+    #[arg(long)]
+    pub url: String,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 5)]
+    pub timeout_secs: u64,
+    /// PEM CA certificate to trust for https:// URLs (e.g. a self-signed development certificate).
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Show the key ring: purposes, versions, key ids (never key material).
+    Status,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Re-derive the hash chain and check every checkpoint; exit 1 on any finding.
+    Verify {
+        /// A checkpoint file kept off the box; the log must still contain what it certifies.
+        #[arg(long, value_name = "FILE")]
+        checkpoint: Vec<PathBuf>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Export every event with its chain fields.
+    Export {
+        #[arg(long, value_enum, default_value_t = ExportFormat::Jsonl)]
+        format: ExportFormat,
+        /// Write here instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Sign a checkpoint of the current head and write it to FILE, to keep elsewhere.
+    Checkpoint {
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ExportFormat {
+    Jsonl,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TlsCommand {
+    /// Write a self-signed development certificate (cert.pem, key.pem) into DIR.
+    SelfSigned {
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Names the certificate covers.
+        #[arg(long = "name", default_values_t = vec!["localhost".to_owned(), "127.0.0.1".to_owned()])]
+        names: Vec<String>,
+    },
+}
+
+impl Cli {
+    /// The flag layer of the configuration.
+    pub fn overrides(&self) -> Overrides {
+        let mut o = Overrides {
+            data_dir: self.global.data_dir.clone(),
+            database_url: self.global.database_url.clone(),
+            ..Default::default()
+        };
+        if let Command::Serve(s) = &self.command {
+            o.listen = s.listen.clone();
+            o.metrics_listen = s.metrics_listen.clone();
+            o.http_redirect_listen = s.http_redirect_listen.clone();
+            if s.tls_cert.is_some() || s.tls_key.is_some() || s.tls_min_version.is_some() {
+                o.tls = Some(TlsOverrides {
+                    cert: s.tls_cert.clone(),
+                    key: s.tls_key.clone(),
+                    min_version: s.tls_min_version.clone(),
+                });
+            }
+            if let Some(n) = s.rate_limit_per_ip {
+                o.rate_limit = Some(RateLimitOverrides {
+                    per_ip_per_second: Some(n),
+                });
+            }
+        }
+        o
+    }
+}
