@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! PostgreSQL backend: the shared conformance suite, the RLS catalog check and append-only audit.
 
 use std::sync::Arc;

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! SQLite backend: the shared conformance suite plus SQLite-specific guarantees.
 
 use std::sync::Arc;
