@@ -44,6 +44,8 @@ pub fn app(
     // Innermost first: the deadline covers handlers; the limiter runs before any work.
     let mut app = api
         .fallback(|| async { StatusCode::NOT_FOUND })
+        // The configured limit is the only one: axum's own 2 MB default would cap it silently.
+        .layer(axum::extract::DefaultBodyLimit::disable())
         .layer(RequestBodyLimitLayer::new(http.body_limit_bytes))
         .layer(from_fn_with_state(
             Duration::from_millis(http.request_timeout_ms),

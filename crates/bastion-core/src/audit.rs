@@ -466,18 +466,18 @@ pub async fn verify(
         }
         progress(prev.seq);
     }
-    if findings.iter().all(|f| {
+    // Truncation is only meaningful when the chain itself read clean to its end.
+    let chain_clean = findings.iter().all(|f| {
         matches!(
             f,
             Finding::BadCheckpointSignature { .. } | Finding::UnknownCheckpointKey { .. }
         )
-    }) {
-        if let Some(cp) = checkpoints.iter().rev().find(|c| c.size > prev.seq) {
-            findings.push(Finding::Truncated {
-                checkpoint_size: cp.size,
-                log_size: prev.seq,
-            });
-        }
+    });
+    if chain_clean && let Some(cp) = checkpoints.iter().rev().find(|c| c.size > prev.seq) {
+        findings.push(Finding::Truncated {
+            checkpoint_size: cp.size,
+            log_size: prev.seq,
+        });
     }
     Ok(VerifyReport {
         events: prev.seq,

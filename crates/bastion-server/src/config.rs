@@ -236,6 +236,7 @@ fn describe(e: figment::Error) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::result_large_err)] // figment's Jail fixes the closures' error type.
 mod tests {
     use super::*;
     use figment::Jail;

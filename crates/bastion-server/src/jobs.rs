@@ -42,6 +42,20 @@ pub async fn sweep_rate_limiter(rl: Arc<IpRateLimit>, mut shutdown: watch::Recei
     }
 }
 
+/// Drains histogram samples even when nobody scrapes, so memory stays bounded.
+pub async fn metrics_upkeep(
+    handle: metrics_exporter_prometheus::PrometheusHandle,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => handle.run_upkeep(),
+            _ = stopped(&mut shutdown) => break,
+        }
+    }
+}
+
 /// Completes once the shutdown flag is set (or its sender is gone).
 pub async fn stopped(rx: &mut watch::Receiver<bool>) {
     while !*rx.borrow_and_update() {

@@ -77,14 +77,14 @@ impl Bastion {
 }
 
 fn metrics_handle() -> Result<PrometheusHandle, StartupError> {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    if let Some(h) = HANDLE.get() {
-        return Ok(h.clone());
-    }
-    let h = PrometheusBuilder::new()
-        .install_recorder()
-        .map_err(|e| StartupError::Listen(format!("metrics: {e}")))?;
-    Ok(HANDLE.get_or_init(|| h).clone())
+    // Several servers may share a process (tests): install the recorder once, atomically.
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| PrometheusBuilder::new().install_recorder().ok())
+        .clone()
+        .ok_or_else(|| {
+            StartupError::Listen("metrics: another metrics recorder is already installed".into())
+        })
 }
 
 /// Serves the API on `listener` until `shutdown` completes. Tests bind `127.0.0.1:0`.
@@ -137,9 +137,11 @@ pub async fn run_with_routes(
             .await
             .map_err(|e| StartupError::Listen(format!("metrics_listen: {e}")))?;
         tracing::info!(addr = %cfg.metrics_listen, "metrics listener");
+        let handle = metrics_handle()?;
+        tasks.spawn(jobs::metrics_upkeep(handle.clone(), stop_rx.clone()));
         tasks.spawn(listen::serve(
             l,
-            listen::metrics_app(metrics_handle()?),
+            listen::metrics_app(handle),
             None,
             Duration::from_secs(10),
             stop_rx.clone(),

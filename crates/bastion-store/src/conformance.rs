@@ -5,6 +5,9 @@
 //! is not configured); the guard keeps the database alive until the test ends. Each function
 //! below becomes one test there.
 
+// Test code (behind the `conformance` feature): a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Arc;
 
 use crate::{ChainHead, CheckpointRecord, NewAuditEvent, Scope, Store, StoreError, StoredKey};
@@ -15,7 +18,7 @@ fn event(i: usize) -> NewAuditEvent {
     NewAuditEvent {
         ts_ms: 1_700_000_000_000 + i as i64,
         actor: Some(format!("usr_{i}")),
-        org_id: if i % 2 == 0 {
+        org_id: if i.is_multiple_of(2) {
             Some("org_a".into())
         } else {
             None
