@@ -11,5 +11,5 @@ pub mod state;
 
 pub use config::{HttpConfig, RateLimitConfig, SecurityTxtConfig};
 pub use error::ApiError;
-pub use router::app;
+pub use router::{AppOptions, app};
 pub use state::AppState;

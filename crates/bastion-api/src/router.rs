@@ -1,17 +1,20 @@
 //! The router and its hardening stack.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request};
-use axum::http::{HeaderName, Response, StatusCode};
+use axum::http::{self as http, HeaderName, HeaderValue, Response, StatusCode};
 use axum::middleware::{from_fn, from_fn_with_state, map_response};
 use axum::routing::get;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
 use tower_http::trace::TraceLayer;
 
 use crate::error::Problem;
@@ -21,14 +24,25 @@ use crate::{AppState, HttpConfig, openapi, routes};
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// What varies between deployments of the same router.
+#[derive(Default)]
+pub struct AppOptions {
+    /// The per-IP limiter; `None` when configured off.
+    pub rate_limit: Option<Arc<IpRateLimit>>,
+    /// Record request metrics (only when a metrics listener exists: otherwise it is pure cost).
+    pub metrics: bool,
+    /// Routes mounted under the same stack (tests mount a panicking handler).
+    pub extra: Option<Router>,
+}
+
 /// The whole API with its middleware. `extra` lets tests mount routes (a panicking handler)
 /// under the same stack; production passes `None`.
-pub fn app(
-    state: AppState,
-    http: &HttpConfig,
-    rate_limit: Option<Arc<IpRateLimit>>,
-    extra: Option<Router>,
-) -> Router {
+pub fn app(state: AppState, http: &HttpConfig, opts: AppOptions) -> Router {
+    let AppOptions {
+        rate_limit,
+        metrics,
+        extra,
+    } = opts;
     let mut api = Router::new()
         .route("/healthz", get(routes::health::healthz))
         .route("/readyz", get(routes::health::readyz))
@@ -54,20 +68,56 @@ pub fn app(
     if let Some(rl) = rate_limit {
         app = app.layer(from_fn_with_state(rl, rate_limit::per_ip));
     }
+    if metrics {
+        app = app.layer(from_fn(record_metrics));
+    }
     app.layer(
         ServiceBuilder::new()
             .layer(map_response(headers::security_headers))
-            .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+            .layer(SetRequestIdLayer::new(REQUEST_ID, FastRequestId::default()))
             .layer(PropagateRequestIdLayer::new(REQUEST_ID))
             .layer(from_fn(problem::problem_json))
             .layer(TraceLayer::new_for_http().make_span_with(make_span))
-            .layer(from_fn(record_metrics))
             .layer(CatchPanicLayer::custom(panic_response))
             .layer(from_fn_with_state(
                 Arc::new(http.trusted_proxies.clone()),
                 client_ip::client_ip,
             )),
     )
+}
+
+/// Request ids: a random per-process prefix and a counter. Unique, cheap (no syscall per
+/// request), and not secret.
+#[derive(Clone)]
+struct FastRequestId {
+    prefix: Arc<str>,
+    next: Arc<AtomicU64>,
+}
+
+impl Default for FastRequestId {
+    fn default() -> Self {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0),
+        );
+        Self {
+            prefix: Arc::from(format!("{:016x}", h.finish())),
+            next: Arc::new(AtomicU64::new(1)),
+        }
+    }
+}
+
+impl MakeRequestId for FastRequestId {
+    fn make_request_id<B>(&mut self, _: &http::Request<B>) -> Option<RequestId> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        HeaderValue::from_str(&format!("{}-{n:x}", self.prefix))
+            .ok()
+            .map(RequestId::new)
+    }
 }
 
 fn route_of(req: &Request) -> String {

@@ -128,7 +128,15 @@ pub async fn run_with_routes(
         security_txt,
     };
     let rate_limit = IpRateLimit::new(&cfg.rate_limit);
-    let app = bastion_api::app(state, &cfg.http, rate_limit.clone(), extra);
+    let app = bastion_api::app(
+        state,
+        &cfg.http,
+        bastion_api::AppOptions {
+            rate_limit: rate_limit.clone(),
+            metrics: !cfg.metrics_listen.is_empty(),
+            extra,
+        },
+    );
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();

@@ -12,11 +12,8 @@ use crate::error::{PROBLEM_JSON, Problem, code_for_status};
 const MAX_DETAIL: usize = 2048;
 
 pub async fn problem_json(req: Request, next: Next) -> Response {
-    let request_id = req
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    // A header clone is a reference count, not a copy: the success path stays allocation-free.
+    let request_id = req.headers().get("x-request-id").cloned();
     let res = next.run(req).await;
     let status = res.status();
     if !(status.is_client_error() || status.is_server_error()) {
@@ -46,7 +43,7 @@ pub async fn problem_json(req: Request, next: Next) -> Response {
         };
         Problem::new(status, code_for_status(status), detail)
     };
-    problem.request_id = request_id;
+    problem.request_id = request_id.and_then(|v| v.to_str().ok().map(str::to_owned));
     let bytes = serde_json::to_vec(&problem).unwrap_or_else(|_| b"{}".to_vec());
     parts
         .headers
