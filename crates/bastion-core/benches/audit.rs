@@ -16,6 +16,10 @@ use bastion_store::{AuditStore, ChainHead, NewAuditEvent, Scope, Store};
 use bastion_store_sqlite::SqliteStore;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
+/// The allocator the `bastion` binary ships with, so the figures match production.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const BATCH: usize = 100;
 const VERIFY_EVENTS: i64 = 1_000_000;
 

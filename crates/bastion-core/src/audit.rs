@@ -12,6 +12,7 @@ use bastion_crypto::signing::verify_ed25519;
 use bastion_store::{
     AuditRecord, ChainHead, CheckpointRecord, NewAuditEvent, Scope, Store, StoreError,
 };
+use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
@@ -23,6 +24,8 @@ const EVENT_DOMAIN: &[u8] = b"bastion.audit.event.v1\0";
 const CHECKPOINT_DOMAIN: &[u8] = b"bastion.audit.checkpoint.v1\0";
 /// Rows read per page while verifying.
 const VERIFY_PAGE: u32 = 20_000;
+/// Pages read ahead concurrently while verifying.
+const VERIFY_PREFETCH: usize = 3;
 
 /// What kind of action an event records (SPEC U1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -267,8 +270,8 @@ impl AuditLog {
     #[tracing::instrument(skip_all, fields(events = events.len()))]
     pub async fn record_batch(&self, events: &[AuditEvent]) -> Result<ChainHead, AuditError> {
         let rows: Vec<_> = events.iter().map(|e| self.to_row(e)).collect();
-        let before = self.store.head(&SCOPE).await?.seq;
         let head = self.store.append(&SCOPE, &rows, &event_hash).await?;
+        let before = head.seq - rows.len() as i64;
         if head.seq / self.checkpoint_every > before / self.checkpoint_every {
             self.checkpoint().await?;
         }
@@ -424,11 +427,17 @@ pub async fn verify(
     let mut expected_seq = 1;
     let mut cp_idx = 0;
     let mut buf = Vec::with_capacity(512);
-    let mut after = 0;
-    'pages: loop {
-        let page = store.events_after(&SCOPE, after, VERIFY_PAGE).await?;
-        let Some(last) = page.last() else { break };
-        after = last.seq;
+    // Pages are fetched a few at a time on separate connections while earlier ones are checked;
+    // each still has to start exactly where the previous ended, so a gap is caught as before.
+    let page_size = i64::from(VERIFY_PAGE);
+    let mut pages = futures_util::stream::iter(0i64..)
+        .map(|k| store.events_after(&SCOPE, k * page_size, VERIFY_PAGE))
+        .buffered(VERIFY_PREFETCH);
+    'pages: while let Some(page) = pages.next().await {
+        let page = page?;
+        if page.is_empty() {
+            break;
+        }
         for AuditRecord {
             seq,
             event,
