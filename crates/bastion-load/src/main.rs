@@ -15,6 +15,11 @@ use serde::Serialize;
 
 use crate::load::{LoadConfig, Stats, Target};
 
+/// The same allocator as the `bastion` binary, so the baseline differs from Bastion only by
+/// Bastion itself (this also serves the load generator).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// How often a starting server is polled; small, because cold start is one of the figures.
 const POLL: Duration = Duration::from_millis(2);
 /// A fresh data dir means migrations and key generation, so allow a generous start-up.
