@@ -546,3 +546,57 @@ pub async fn export(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(actor: Option<&str>, org: Option<&str>, action: &str, details: &str) -> NewAuditEvent {
+        NewAuditEvent {
+            ts_ms: 1,
+            actor: actor.map(str::to_owned),
+            org_id: org.map(str::to_owned),
+            category: "admin".into(),
+            action: action.into(),
+            outcome: "success".into(),
+            details: details.into(),
+        }
+    }
+
+    #[test]
+    fn u2_encoding_separates_fields_so_no_two_events_collide() {
+        let h = |e: &NewAuditEvent| event_hash(&ChainHead::GENESIS, 1, e);
+        // Moving bytes between adjacent fields, or None vs. empty, changes the hash.
+        assert_ne!(h(&ev(Some("ab"), None, "c", "{}")), h(&ev(Some("a"), None, "bc", "{}")));
+        assert_ne!(h(&ev(None, None, "a", "{}")), h(&ev(Some(""), None, "a", "{}")));
+        assert_ne!(h(&ev(Some("x"), None, "a", "{}")), h(&ev(None, Some("x"), "a", "{}")));
+        // Position and predecessor are bound too.
+        let e = ev(None, None, "a", "{}");
+        assert_ne!(event_hash(&ChainHead::GENESIS, 1, &e), event_hash(&ChainHead::GENESIS, 2, &e));
+        assert_ne!(event_hash(&ChainHead::GENESIS, 1, &e), event_hash(&ChainHead { seq: 0, hash: [1; 32] }, 1, &e));
+    }
+
+    #[test]
+    fn u2_checkpoint_file_round_trips_and_rejects_foreign_formats() {
+        let cp = CheckpointRecord { size: 9, head_hash: [3; 32], ts_ms: 5, key_id: "audit-v1-x".into(), signature: vec![1, 2, 3] };
+        let file = CheckpointFile::from_record(&cp, &[9; 32]);
+        assert_eq!(file.to_record().unwrap(), cp);
+        let json = serde_json::to_string(&file).unwrap();
+        assert_eq!(serde_json::from_str::<CheckpointFile>(&json).unwrap(), file);
+        let mut other = file.clone();
+        other.format = "something-else".into();
+        assert!(other.to_record().is_err());
+        let mut short = file;
+        short.head_hash = "00".into();
+        assert!(short.to_record().is_err());
+    }
+
+    #[test]
+    fn u2_checkpoint_message_binds_every_field() {
+        let base = checkpoint_message(5, &[1; 32], 7, "k");
+        assert_ne!(base, checkpoint_message(6, &[1; 32], 7, "k"));
+        assert_ne!(base, checkpoint_message(5, &[2; 32], 7, "k"));
+        assert_ne!(base, checkpoint_message(5, &[1; 32], 8, "k"));
+        assert_ne!(base, checkpoint_message(5, &[1; 32], 7, "k2"));
+    }
+}
