@@ -567,18 +567,46 @@ mod tests {
     fn u2_encoding_separates_fields_so_no_two_events_collide() {
         let h = |e: &NewAuditEvent| event_hash(&ChainHead::GENESIS, 1, e);
         // Moving bytes between adjacent fields, or None vs. empty, changes the hash.
-        assert_ne!(h(&ev(Some("ab"), None, "c", "{}")), h(&ev(Some("a"), None, "bc", "{}")));
-        assert_ne!(h(&ev(None, None, "a", "{}")), h(&ev(Some(""), None, "a", "{}")));
-        assert_ne!(h(&ev(Some("x"), None, "a", "{}")), h(&ev(None, Some("x"), "a", "{}")));
+        assert_ne!(
+            h(&ev(Some("ab"), None, "c", "{}")),
+            h(&ev(Some("a"), None, "bc", "{}"))
+        );
+        assert_ne!(
+            h(&ev(None, None, "a", "{}")),
+            h(&ev(Some(""), None, "a", "{}"))
+        );
+        assert_ne!(
+            h(&ev(Some("x"), None, "a", "{}")),
+            h(&ev(None, Some("x"), "a", "{}"))
+        );
         // Position and predecessor are bound too.
         let e = ev(None, None, "a", "{}");
-        assert_ne!(event_hash(&ChainHead::GENESIS, 1, &e), event_hash(&ChainHead::GENESIS, 2, &e));
-        assert_ne!(event_hash(&ChainHead::GENESIS, 1, &e), event_hash(&ChainHead { seq: 0, hash: [1; 32] }, 1, &e));
+        assert_ne!(
+            event_hash(&ChainHead::GENESIS, 1, &e),
+            event_hash(&ChainHead::GENESIS, 2, &e)
+        );
+        assert_ne!(
+            event_hash(&ChainHead::GENESIS, 1, &e),
+            event_hash(
+                &ChainHead {
+                    seq: 0,
+                    hash: [1; 32]
+                },
+                1,
+                &e
+            )
+        );
     }
 
     #[test]
     fn u2_checkpoint_file_round_trips_and_rejects_foreign_formats() {
-        let cp = CheckpointRecord { size: 9, head_hash: [3; 32], ts_ms: 5, key_id: "audit-v1-x".into(), signature: vec![1, 2, 3] };
+        let cp = CheckpointRecord {
+            size: 9,
+            head_hash: [3; 32],
+            ts_ms: 5,
+            key_id: "audit-v1-x".into(),
+            signature: vec![1, 2, 3],
+        };
         let file = CheckpointFile::from_record(&cp, &[9; 32]);
         assert_eq!(file.to_record().unwrap(), cp);
         let json = serde_json::to_string(&file).unwrap();

@@ -170,6 +170,12 @@ impl Config {
                 ));
             }
         }
+        if !self.public_url.is_empty() && !self.public_url.starts_with("https://") {
+            return bad(format!(
+                "public_url must be an https:// origin, not {:?}",
+                self.public_url
+            ));
+        }
         if self.http.request_timeout_ms == 0 || self.http.body_limit_bytes == 0 {
             return bad(
                 "http.request_timeout_ms and http.body_limit_bytes must be positive".into(),

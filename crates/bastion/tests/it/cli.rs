@@ -219,3 +219,24 @@ fn healthcheck_exits_zero_against_a_serving_bastion() {
         "serve did not exit cleanly on SIGTERM: {status:?}"
     );
 }
+
+#[test]
+fn t1_tls_self_signed_writes_a_usable_certificate_and_a_0600_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out_dir = tmp.path().join("tls");
+    let out = bastion(
+        tmp.path(),
+        &["tls", "self-signed", "--out", out_dir.to_str().unwrap()],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let cert = std::fs::read_to_string(out_dir.join("cert.pem")).unwrap();
+    assert!(cert.starts_with("-----BEGIN CERTIFICATE-----"));
+    let key = out_dir.join("key.pem");
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // The server accepts the pair (the TLS handshake tests use the same writer).
+    assert!(bastion_server::tls::server_config(&out_dir.join("cert.pem"), &key, "1.3").is_ok());
+}
