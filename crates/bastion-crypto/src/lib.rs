@@ -3,6 +3,7 @@
 //! - [`master`]: the 256-bit master key, kept apart from the database.
 //! - [`envelope`]: AES-256-GCM envelopes that carry their key id and version, bound to a context.
 //! - [`keyring`]: per-purpose keys wrapped by the master key, with ids, versions and a canary.
+//! - [`password`]: Argon2id and bcrypt password hashes, with upgrade detection.
 //! - [`signing`]: Ed25519 signing keys (audit checkpoints) and verification.
 //!
 //! This crate never depends on a server runtime or a database driver: desktop apps link it.
@@ -10,6 +11,7 @@
 pub mod envelope;
 pub mod keyring;
 pub mod master;
+pub mod password;
 pub mod signing;
 
 use aws_lc_rs::digest;
