@@ -4,5 +4,6 @@
 pub mod audit;
 pub mod clock;
 pub mod keys;
+pub mod passwords;
 
 pub use clock::{Clock, SystemClock};
