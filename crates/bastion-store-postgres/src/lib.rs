@@ -7,8 +7,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use bastion_store::{
-    AuditRecord, AuditStore, ChainHead, CheckpointRecord, Isolation, KeyRingStore, NewAuditEvent,
-    Scope, Sealer, Store, StoreError, StoreResult, StoredKey,
+    AttemptDecision, AuditRecord, AuditStore, ChainHead, CheckpointRecord, Isolation, KeyRingStore,
+    LockoutStore, NewAuditEvent, Scope, Sealer, Store, StoreError, StoreResult, StoredKey,
+    ThrottleRule,
 };
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{PgPool, Postgres, Row, Transaction};
@@ -364,6 +365,79 @@ impl KeyRingStore for PgStore {
         .await
         .map_err(db_err)?;
         tx.commit().await.map_err(db_err)
+    }
+}
+
+#[async_trait::async_trait]
+impl LockoutStore for PgStore {
+    /// One UPSERT: every SET expression sees the row as it was, and the row (PostgreSQL) or the
+    /// database (SQLite) is locked while it runs, so concurrent attempts are counted one by one.
+    /// Parameters: 1 key, 2 now, 3 window, 4 max attempts, 5 lockout.
+    async fn register_attempt(
+        &self,
+        scope: &Scope,
+        key: &str,
+        now_ms: i64,
+        rule: &ThrottleRule,
+    ) -> StoreResult<AttemptDecision> {
+        let mut tx = self.begin(scope).await?;
+        let row = sqlx::query(
+            "INSERT INTO attempt_counters AS c (key, window_start_ms, attempts, locked_until_ms) \
+             VALUES ($1, $2, 1, CASE WHEN 1 > $4 THEN $2 + $5 ELSE 0 END) \
+             ON CONFLICT (key) DO UPDATE SET \
+               attempts = CASE WHEN c.locked_until_ms > $2 THEN c.attempts \
+                               WHEN c.window_start_ms + $3 <= $2 THEN 1 \
+                               ELSE c.attempts + 1 END, \
+               window_start_ms = CASE WHEN c.locked_until_ms <= $2 AND c.window_start_ms + $3 <= $2 THEN $2 \
+                                      ELSE c.window_start_ms END, \
+               locked_until_ms = CASE WHEN c.locked_until_ms > $2 THEN c.locked_until_ms \
+                                      WHEN c.window_start_ms + $3 > $2 AND c.attempts + 1 > $4 THEN $2 + $5 \
+                                      ELSE c.locked_until_ms END \
+             RETURNING attempts, locked_until_ms",
+        )
+        .bind(key)
+        .bind(now_ms)
+        .bind(rule.window_ms)
+        .bind(i64::from(rule.max_attempts))
+        .bind(rule.lockout_ms)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        let attempts: i64 = row.try_get(0).map_err(db_err)?;
+        let locked_until: i64 = row.try_get(1).map_err(db_err)?;
+        Ok(if locked_until > now_ms {
+            AttemptDecision::Locked {
+                until_ms: locked_until,
+            }
+        } else {
+            AttemptDecision::Allowed {
+                attempt: u32::try_from(attempts).unwrap_or(u32::MAX),
+            }
+        })
+    }
+
+    async fn clear_attempts(&self, scope: &Scope, key: &str) -> StoreResult<()> {
+        let mut tx = self.begin(scope).await?;
+        sqlx::query("DELETE FROM attempt_counters WHERE key = $1")
+            .bind(key)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn purge_attempts(&self, scope: &Scope, now_ms: i64, window_ms: i64) -> StoreResult<u64> {
+        let mut tx = self.begin(scope).await?;
+        let done = sqlx::query("DELETE FROM attempt_counters WHERE locked_until_ms <= $1 AND window_start_ms + $2 <= $1")
+            .bind(now_ms)
+            .bind(window_ms)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(done.rows_affected())
     }
 }
 

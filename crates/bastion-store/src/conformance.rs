@@ -10,7 +10,10 @@
 
 use std::sync::Arc;
 
-use crate::{ChainHead, CheckpointRecord, NewAuditEvent, Scope, Store, StoreError, StoredKey};
+use crate::{
+    AttemptDecision, ChainHead, CheckpointRecord, NewAuditEvent, Scope, Store, StoreError,
+    StoredKey, ThrottleRule,
+};
 
 const SYS: Scope = Scope::System("conformance");
 
@@ -188,6 +191,125 @@ pub async fn non_system_scopes_cannot_touch_system_tables<S: Store>(store: Arc<S
     assert_eq!(store.head(&SYS).await.unwrap().seq, 1);
 }
 
+const RULE: ThrottleRule = ThrottleRule {
+    max_attempts: 10,
+    window_ms: 15 * 60_000,
+    lockout_ms: 15 * 60_000,
+};
+
+/// A8: 20 simultaneous attempts against a limit of 10: exactly 10 are let through, the rest
+/// are locked, and the lock lasts its full term, then the window starts over.
+pub async fn a8_concurrent_attempts_cannot_slip_past_the_limit<S: Store>(store: Arc<S>) {
+    let now = 1_700_000_000_000;
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let s = store.clone();
+        tasks.push(tokio::spawn(async move {
+            s.register_attempt(&SYS, "acct:victim", now, &RULE)
+                .await
+                .unwrap()
+        }));
+    }
+    let mut allowed = Vec::new();
+    let mut locked = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            AttemptDecision::Allowed { attempt } => allowed.push(attempt),
+            AttemptDecision::Locked { until_ms } => {
+                assert_eq!(until_ms, now + RULE.lockout_ms);
+                locked += 1;
+            }
+        }
+    }
+    allowed.sort_unstable();
+    assert_eq!(
+        allowed,
+        (1..=10).collect::<Vec<_>>(),
+        "each allowed attempt got its own number"
+    );
+    assert_eq!(locked, 10);
+    // Another key is unaffected.
+    assert_eq!(
+        store
+            .register_attempt(&SYS, "acct:other", now, &RULE)
+            .await
+            .unwrap(),
+        AttemptDecision::Allowed { attempt: 1 }
+    );
+    // Still locked just before the end, even though the window has also passed.
+    let later = now + RULE.lockout_ms - 1;
+    assert!(matches!(
+        store
+            .register_attempt(&SYS, "acct:victim", later, &RULE)
+            .await
+            .unwrap(),
+        AttemptDecision::Locked { .. }
+    ));
+    // After the lock, a fresh window.
+    let after = now + RULE.lockout_ms;
+    assert_eq!(
+        store
+            .register_attempt(&SYS, "acct:victim", after, &RULE)
+            .await
+            .unwrap(),
+        AttemptDecision::Allowed { attempt: 1 }
+    );
+}
+
+/// A success clears the counter; expired counters are purged (A6); tenants cannot touch them.
+pub async fn a8_clear_purge_and_scope<S: Store>(store: Arc<S>) {
+    let now = 1_700_000_000_000;
+    for _ in 0..5 {
+        store
+            .register_attempt(&SYS, "acct:a", now, &RULE)
+            .await
+            .unwrap();
+    }
+    store.clear_attempts(&SYS, "acct:a").await.unwrap();
+    assert_eq!(
+        store
+            .register_attempt(&SYS, "acct:a", now, &RULE)
+            .await
+            .unwrap(),
+        AttemptDecision::Allowed { attempt: 1 }
+    );
+    store
+        .register_attempt(&SYS, "ip:203.0.113.7", now, &RULE)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .purge_attempts(&SYS, now + 1, RULE.window_ms)
+            .await
+            .unwrap(),
+        0,
+        "windows still open"
+    );
+    assert_eq!(
+        store
+            .purge_attempts(&SYS, now + RULE.window_ms, RULE.window_ms)
+            .await
+            .unwrap(),
+        2
+    );
+    let user = Scope::User {
+        user_id: "usr_x".into(),
+        org_id: None,
+    };
+    assert!(
+        store
+            .register_attempt(&user, "acct:a", now, &RULE)
+            .await
+            .is_err()
+    );
+    assert!(
+        store
+            .clear_attempts(&Scope::Anonymous, "acct:a")
+            .await
+            .is_err()
+    );
+}
+
 /// Expands into one `#[tokio::test]` per conformance check (see the module docs for `$make`).
 #[macro_export]
 macro_rules! conformance_tests {
@@ -197,7 +319,9 @@ macro_rules! conformance_tests {
             audit_concurrent_appends_stay_linear,
             audit_checkpoints_are_unique_per_size,
             keyring_canary_and_keys,
-            non_system_scopes_cannot_touch_system_tables
+            non_system_scopes_cannot_touch_system_tables,
+            a8_concurrent_attempts_cannot_slip_past_the_limit,
+            a8_clear_purge_and_scope
         );
     };
     (@each $make:expr; $($name:ident),*) => {

@@ -6,6 +6,7 @@
 
 pub mod audit;
 pub mod keyring;
+pub mod lockout;
 mod scope;
 
 #[cfg(feature = "conformance")]
@@ -13,6 +14,7 @@ pub mod conformance;
 
 pub use audit::{AuditRecord, AuditStore, ChainHead, CheckpointRecord, NewAuditEvent, Sealer};
 pub use keyring::{KeyRingStore, StoredKey};
+pub use lockout::{AttemptDecision, LockoutStore, ThrottleRule};
 pub use scope::Scope;
 
 /// Errors of the storage layer. Messages never contain row contents.
@@ -45,7 +47,7 @@ pub enum Isolation {
 
 /// A whole storage backend: every area's trait, plus health.
 #[async_trait::async_trait]
-pub trait Store: AuditStore + KeyRingStore + Send + Sync + 'static {
+pub trait Store: AuditStore + KeyRingStore + LockoutStore + Send + Sync + 'static {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
     fn isolation(&self) -> Isolation;

@@ -142,3 +142,40 @@ async fn r4_app_role_reads_only_its_orgs_audit_events() {
     assert_eq!(count_as("").await, 0, "no scope, no rows");
     assert!(f.store.ping().await.is_ok());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a8_x3_lockout_holds_across_two_nodes_sharing_the_database() {
+    use bastion_store::{AttemptDecision, LockoutStore, ThrottleRule};
+    let Some(f) = fresh().await else { return };
+    // A second node: its own pool, same database.
+    let other = Arc::new(PgStore::connect(&f._db.url, 8).await.unwrap());
+    let rule = ThrottleRule {
+        max_attempts: 10,
+        window_ms: 900_000,
+        lockout_ms: 900_000,
+    };
+    let now = 1_700_000_000_000;
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let node = if i % 2 == 0 {
+            f.store.clone()
+        } else {
+            other.clone()
+        };
+        tasks.push(tokio::spawn(async move {
+            node.register_attempt(&Scope::System("login"), "acct:shared", now, &rule)
+                .await
+                .unwrap()
+        }));
+    }
+    let mut allowed = 0;
+    for t in tasks {
+        if matches!(t.await.unwrap(), AttemptDecision::Allowed { .. }) {
+            allowed += 1;
+        }
+    }
+    assert_eq!(
+        allowed, 10,
+        "both nodes together let exactly the limit through"
+    );
+}
