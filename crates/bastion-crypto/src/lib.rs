@@ -2,6 +2,7 @@
 //!
 //! - [`master`]: the 256-bit master key, kept apart from the database.
 //! - [`envelope`]: AES-256-GCM envelopes that carry their key id and version, bound to a context.
+//! - [`jwt`]: token signing keys (RS256, ES256, EdDSA), JWKS and verification.
 //! - [`keyring`]: per-purpose keys wrapped by the master key, with ids, versions and a canary.
 //! - [`password`]: Argon2id and bcrypt password hashes, with upgrade detection.
 //! - [`signing`]: Ed25519 signing keys (audit checkpoints) and verification.
@@ -9,6 +10,7 @@
 //! This crate never depends on a server runtime or a database driver: desktop apps link it.
 
 pub mod envelope;
+pub mod jwt;
 pub mod keyring;
 pub mod master;
 pub mod password;
