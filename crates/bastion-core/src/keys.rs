@@ -1,10 +1,12 @@
 //! The key ring in use: checks the master key against the canary, creates missing purpose keys,
-//! and holds the unwrapped keys for the process.
+//! rotates them, and holds the unwrapped keys for the process.
 
 use std::sync::Arc;
 
+use aws_lc_rs::hmac;
 use bastion_crypto::CryptoError;
-use bastion_crypto::keyring::{Kek, Purpose, PurposeKey, WrappedKey};
+use bastion_crypto::jwt::{JwtAlgorithm, JwtSigningKey};
+use bastion_crypto::keyring::{Kek, KeyAlgorithm, Purpose, PurposeKey, WrappedKey};
 use bastion_crypto::master::MasterKey;
 use bastion_crypto::signing::Ed25519Signer;
 use bastion_store::{Scope, Store, StoreError, StoredKey};
@@ -28,8 +30,34 @@ pub enum KeyError {
     Crypto(#[from] CryptoError),
     #[error("key ring storage: {0}")]
     Store(#[from] StoreError),
-    #[error("stored key {0} has an unknown purpose")]
-    UnknownPurpose(String),
+    #[error("stored key {0} has an unknown purpose or algorithm")]
+    Unknown(String),
+    #[error("no usable {0} key in the key ring")]
+    Missing(&'static str),
+}
+
+/// Choices for keys the ring creates.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyRingOptions {
+    /// Algorithm of new access-token signing keys (RS256 by default; SPEC L1/A2).
+    pub token_algorithm: JwtAlgorithm,
+}
+
+impl Default for KeyRingOptions {
+    fn default() -> Self {
+        Self {
+            token_algorithm: JwtAlgorithm::Rs256,
+        }
+    }
+}
+
+impl KeyRingOptions {
+    fn algorithm_for(&self, purpose: Purpose) -> KeyAlgorithm {
+        match purpose {
+            Purpose::Tokens => KeyAlgorithm::Jwt(self.token_algorithm),
+            other => other.default_algorithm(),
+        }
+    }
 }
 
 /// One usable key with its public record.
@@ -51,44 +79,68 @@ pub async fn is_initialised(store: &dyn Store) -> Result<bool, KeyError> {
     Ok(store.canary(&SCOPE).await?.is_some() || !store.keys(&SCOPE).await?.is_empty())
 }
 
+fn row_of(w: WrappedKey, now_ms: i64) -> StoredKey {
+    StoredKey {
+        purpose: w.purpose.as_str().to_owned(),
+        version: w.version,
+        key_id: w.key_id,
+        algorithm: w.algorithm.as_str().to_owned(),
+        wrapped: w.wrapped,
+        public_key: w.public_key,
+        created_ms: now_ms,
+        retired: false,
+    }
+}
+
+async fn checked_kek(
+    store: &dyn Store,
+    master: &MasterKey,
+    clock: &dyn Clock,
+) -> Result<Kek, KeyError> {
+    let kek = Kek::from_master(master)?;
+    let canary = match store.canary(&SCOPE).await? {
+        Some(c) => c,
+        None => {
+            if !store.keys(&SCOPE).await?.is_empty() {
+                return Err(KeyError::MissingCanary);
+            }
+            store
+                .init_canary(&SCOPE, &kek.make_canary()?, clock.now_ms())
+                .await?
+        }
+    };
+    kek.check_canary(&canary)
+        .map_err(|_| KeyError::WrongMasterKey)?;
+    Ok(kek)
+}
+
 impl KeyRing {
-    /// Checks `master` against the canary (writing one on a fresh database), creates each
-    /// purpose's first key if missing, and unwraps every key. A wrong master key fails before
-    /// anything is written.
+    /// [`KeyRing::open_with`] with default options.
     pub async fn open(
         store: &dyn Store,
         master: &MasterKey,
         clock: &dyn Clock,
     ) -> Result<Arc<Self>, KeyError> {
-        let kek = Kek::from_master(master)?;
-        let canary = match store.canary(&SCOPE).await? {
-            Some(c) => c,
-            None => {
-                if !store.keys(&SCOPE).await?.is_empty() {
-                    return Err(KeyError::MissingCanary);
-                }
-                store
-                    .init_canary(&SCOPE, &kek.make_canary()?, clock.now_ms())
-                    .await?
-            }
-        };
-        kek.check_canary(&canary)
-            .map_err(|_| KeyError::WrongMasterKey)?;
+        Self::open_with(store, master, clock, &KeyRingOptions::default()).await
+    }
 
+    /// Checks `master` against the canary (writing one on a fresh database), creates each
+    /// purpose's first key if missing, and unwraps every key. A wrong master key fails before
+    /// anything is written.
+    pub async fn open_with(
+        store: &dyn Store,
+        master: &MasterKey,
+        clock: &dyn Clock,
+        opts: &KeyRingOptions,
+    ) -> Result<Arc<Self>, KeyError> {
+        let kek = checked_kek(store, master, clock).await?;
         let mut stored = store.keys(&SCOPE).await?;
         for &purpose in Purpose::ALL {
             if !stored.iter().any(|k| k.purpose == purpose.as_str()) {
-                let w = kek.generate(purpose, 1)?;
-                let row = StoredKey {
-                    purpose: purpose.as_str().to_owned(),
-                    version: w.version,
-                    key_id: w.key_id,
-                    algorithm: purpose.algorithm().as_str().to_owned(),
-                    wrapped: w.wrapped,
-                    public_key: w.public_key,
-                    created_ms: clock.now_ms(),
-                    retired: false,
-                };
+                let row = row_of(
+                    kek.generate(purpose, 1, opts.algorithm_for(purpose))?,
+                    clock.now_ms(),
+                );
                 match store.insert_key(&SCOPE, &row).await {
                     // Another node created it first: use theirs.
                     Ok(()) | Err(StoreError::Conflict(_)) => {}
@@ -99,12 +151,14 @@ impl KeyRing {
         }
         let mut entries = Vec::with_capacity(stored.len());
         for record in stored {
-            let purpose = Purpose::parse(&record.purpose)
-                .ok_or_else(|| KeyError::UnknownPurpose(record.key_id.clone()))?;
+            let unknown = || KeyError::Unknown(record.key_id.clone());
+            let purpose = Purpose::parse(&record.purpose).ok_or_else(unknown)?;
+            let algorithm = KeyAlgorithm::parse(&record.algorithm).ok_or_else(unknown)?;
             let wrapped = WrappedKey {
                 purpose,
                 version: record.version,
                 key_id: record.key_id.clone(),
+                algorithm,
                 wrapped: record.wrapped.clone(),
                 public_key: record.public_key.clone(),
             };
@@ -117,16 +171,46 @@ impl KeyRing {
         }))
     }
 
-    /// The newest active Ed25519 signer for audit checkpoints.
-    pub fn audit_signer(&self) -> Option<&Ed25519Signer> {
+    /// Adds the next version of `purpose`'s key; new work uses it, older versions stay usable
+    /// for verification. Running servers pick it up when they reload the ring.
+    pub async fn rotate(
+        store: &dyn Store,
+        master: &MasterKey,
+        clock: &dyn Clock,
+        purpose: Purpose,
+        opts: &KeyRingOptions,
+    ) -> Result<StoredKey, KeyError> {
+        let kek = checked_kek(store, master, clock).await?;
+        let next = store
+            .keys(&SCOPE)
+            .await?
+            .iter()
+            .filter(|k| k.purpose == purpose.as_str())
+            .map(|k| k.version)
+            .max()
+            .unwrap_or(0)
+            + 1;
+        let row = row_of(
+            kek.generate(purpose, next, opts.algorithm_for(purpose))?,
+            clock.now_ms(),
+        );
+        store.insert_key(&SCOPE, &row).await?;
+        Ok(row)
+    }
+
+    fn newest(&self, purpose: Purpose) -> Option<&RingEntry> {
         self.entries
             .iter()
-            .filter(|e| e.record.purpose == Purpose::Audit.as_str() && !e.record.retired)
+            .filter(|e| e.record.purpose == purpose.as_str() && !e.record.retired)
             .max_by_key(|e| e.record.version)
-            .and_then(|e| match &e.key {
-                PurposeKey::Signing(s) => Some(s),
-                PurposeKey::Data(_) => None,
-            })
+    }
+
+    /// The newest active Ed25519 signer for audit checkpoints.
+    pub fn audit_signer(&self) -> Option<&Ed25519Signer> {
+        match &self.newest(Purpose::Audit)?.key {
+            PurposeKey::Signing(s) => Some(s),
+            _ => None,
+        }
     }
 
     /// Every audit public key by id, retired ones included (old checkpoints stay verifiable).
@@ -141,6 +225,43 @@ impl KeyRing {
                     .map(|pk| (e.record.key_id.clone(), pk))
             })
             .collect()
+    }
+
+    /// The key that signs new access tokens.
+    pub fn token_signer(&self) -> Result<&JwtSigningKey, KeyError> {
+        match self.newest(Purpose::Tokens).map(|e| &e.key) {
+            Some(PurposeKey::Jwt(j)) => Ok(j),
+            _ => Err(KeyError::Missing("token signing")),
+        }
+    }
+
+    /// Token keys to publish (SPEC A5): the newest, and every older one whose successor is
+    /// younger than `overlap_ms` (the longest an access token it signed can still live).
+    pub fn token_jwks(&self, now_ms: i64, overlap_ms: i64) -> jsonwebtoken::jwk::JwkSet {
+        let mut tokens: Vec<&RingEntry> = self
+            .entries
+            .iter()
+            .filter(|e| e.record.purpose == Purpose::Tokens.as_str())
+            .collect();
+        tokens.sort_by_key(|e| std::cmp::Reverse(e.record.version));
+        let mut keys = Vec::new();
+        let mut successor_created: Option<i64> = None;
+        for e in tokens {
+            let published = successor_created.is_none_or(|t| now_ms - t < overlap_ms);
+            if let (true, PurposeKey::Jwt(j)) = (published, &e.key) {
+                keys.push(j.jwk().clone());
+            }
+            successor_created = Some(e.record.created_ms);
+        }
+        jsonwebtoken::jwk::JwkSet { keys }
+    }
+
+    /// The key that derives refresh-token successors.
+    pub fn refresh_key(&self) -> Result<&hmac::Key, KeyError> {
+        match self.newest(Purpose::Refresh).map(|e| &e.key) {
+            Some(PurposeKey::Mac(k)) => Ok(k),
+            _ => Err(KeyError::Missing("refresh")),
+        }
     }
 
     /// Key records (no secrets) for `bastion keys status`.

@@ -1,14 +1,16 @@
 //! Per-purpose keys wrapped by the master key, and the canary that detects a wrong master key.
 //!
-//! Each purpose (audit checkpoints, token signing, licenses, project secrets, …) has its own
-//! random keys, so a key for one purpose never opens another's data (SPEC S2). The key ring
+//! Each purpose (audit checkpoints, access-token signing, refresh-token derivation, …) has its
+//! own random keys, so a key for one purpose never opens another's data (SPEC S2). The key ring
 //! stores them wrapped (AES-256-GCM) under a key-encryption key derived from the master key,
-//! bound to their purpose and version.
+//! bound to their purpose, version, id and algorithm.
 
+use aws_lc_rs::hmac;
 use zeroize::Zeroizing;
 
 use crate::CryptoError;
 use crate::envelope::{DataKey, context};
+use crate::jwt::{JwtAlgorithm, JwtSigningKey};
 use crate::master::MasterKey;
 use crate::signing::Ed25519Signer;
 
@@ -19,30 +21,49 @@ const CANARY_PLAINTEXT: &[u8] = b"bastion key-ring canary v1";
 pub enum Purpose {
     /// Ed25519 keys that sign audit checkpoints.
     Audit,
+    /// Keys that sign access tokens (JWT; RS256 by default).
+    Tokens,
+    /// HMAC keys that derive each refresh token's successor from it (no token is stored).
+    Refresh,
 }
 
-/// The algorithm of a purpose's keys.
+/// The algorithm of one key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Algorithm {
+pub enum KeyAlgorithm {
     Ed25519,
     Aes256Gcm,
+    HmacSha256,
+    Jwt(JwtAlgorithm),
 }
 
-impl Algorithm {
+impl KeyAlgorithm {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Ed25519 => "Ed25519",
             Self::Aes256Gcm => "AES-256-GCM",
+            Self::HmacSha256 => "HMAC-SHA256",
+            Self::Jwt(a) => a.as_str(),
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "Ed25519" => Some(Self::Ed25519),
+            "AES-256-GCM" => Some(Self::Aes256Gcm),
+            "HMAC-SHA256" => Some(Self::HmacSha256),
+            other => JwtAlgorithm::parse(other).map(Self::Jwt),
         }
     }
 }
 
 impl Purpose {
-    pub const ALL: &'static [Purpose] = &[Purpose::Audit];
+    pub const ALL: &'static [Purpose] = &[Purpose::Audit, Purpose::Tokens, Purpose::Refresh];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Audit => "audit",
+            Self::Tokens => "tokens",
+            Self::Refresh => "refresh",
         }
     }
 
@@ -50,10 +71,23 @@ impl Purpose {
         Self::ALL.iter().copied().find(|p| p.as_str() == s)
     }
 
-    pub fn algorithm(self) -> Algorithm {
+    /// The algorithm new keys of this purpose use unless configured otherwise.
+    pub fn default_algorithm(self) -> KeyAlgorithm {
         match self {
-            Self::Audit => Algorithm::Ed25519,
+            Self::Audit => KeyAlgorithm::Ed25519,
+            Self::Tokens => KeyAlgorithm::Jwt(JwtAlgorithm::Rs256),
+            Self::Refresh => KeyAlgorithm::HmacSha256,
         }
+    }
+
+    /// Whether `alg` may serve this purpose.
+    pub fn accepts(self, alg: KeyAlgorithm) -> bool {
+        matches!(
+            (self, alg),
+            (Self::Audit, KeyAlgorithm::Ed25519)
+                | (Self::Tokens, KeyAlgorithm::Jwt(_))
+                | (Self::Refresh, KeyAlgorithm::HmacSha256)
+        )
     }
 }
 
@@ -63,15 +97,29 @@ pub struct WrappedKey {
     pub purpose: Purpose,
     pub version: u32,
     pub key_id: String,
+    pub algorithm: KeyAlgorithm,
     pub wrapped: Vec<u8>,
     pub public_key: Option<Vec<u8>>,
 }
 
 /// An unwrapped purpose key, ready for use.
-#[derive(Debug)]
 pub enum PurposeKey {
     Signing(Ed25519Signer),
     Data(DataKey),
+    // Boxed: an HMAC key and a JWT key are far larger than the others.
+    Mac(Box<hmac::Key>),
+    Jwt(Box<JwtSigningKey>),
+}
+
+impl std::fmt::Debug for PurposeKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Signing(s) => s.fmt(f),
+            Self::Data(d) => d.fmt(f),
+            Self::Mac(_) => f.write_str("Mac([REDACTED])"),
+            Self::Jwt(j) => j.fmt(f),
+        }
+    }
 }
 
 /// The key-encryption key: derived from the master key, it wraps purpose keys and the canary.
@@ -97,69 +145,104 @@ impl Kek {
         }
     }
 
-    /// Generates version `version` of `purpose`'s key and returns it wrapped.
-    pub fn generate(&self, purpose: Purpose, version: u32) -> Result<WrappedKey, CryptoError> {
-        let mut material = Zeroizing::new([0u8; 32]);
-        crate::random_bytes(material.as_mut())?;
-        let (key_id, public_key) = match purpose.algorithm() {
-            Algorithm::Ed25519 => {
-                let signer =
-                    Ed25519Signer::from_seed(&key_prefix(purpose, version), material.as_ref())?;
-                (
-                    signer.key_id().to_owned(),
-                    Some(signer.public_key().to_vec()),
-                )
-            }
-            Algorithm::Aes256Gcm => {
-                let fp = crate::sha256(&[b"key-id".as_slice(), material.as_ref()].concat());
-                (
-                    format!("{}-{}", key_prefix(purpose, version), &hex::encode(fp)[..8]),
-                    None,
-                )
+    /// Generates version `version` of `purpose`'s key with `algorithm` and returns it wrapped.
+    pub fn generate(
+        &self,
+        purpose: Purpose,
+        version: u32,
+        algorithm: KeyAlgorithm,
+    ) -> Result<WrappedKey, CryptoError> {
+        if !purpose.accepts(algorithm) {
+            return Err(CryptoError::BadKey("algorithm does not fit the purpose"));
+        }
+        let prefix = key_prefix(purpose, version);
+        let material: Zeroizing<Vec<u8>> = match algorithm {
+            KeyAlgorithm::Jwt(alg) => alg.generate_pkcs8()?,
+            _ => {
+                let mut m = Zeroizing::new(vec![0u8; 32]);
+                crate::random_bytes(&mut m)?;
+                m
             }
         };
-        let wrapped = self
-            .0
-            .seal(&wrap_context(purpose, version, &key_id), material.as_ref())?;
+        let (key_id, public_key) = match open_material(purpose, algorithm, &prefix, &material)? {
+            PurposeKey::Signing(s) => (s.key_id().to_owned(), Some(s.public_key().to_vec())),
+            PurposeKey::Jwt(j) => (j.kid().to_owned(), None),
+            PurposeKey::Data(_) | PurposeKey::Mac(_) => {
+                let fp = crate::sha256(&[b"key-id".as_slice(), &material].concat());
+                (format!("{prefix}-{}", &hex::encode(fp)[..8]), None)
+            }
+        };
+        let wrapped = self.0.seal(
+            &wrap_context(purpose, version, &key_id, algorithm),
+            &material,
+        )?;
         Ok(WrappedKey {
             purpose,
             version,
             key_id,
+            algorithm,
             wrapped,
             public_key,
         })
     }
 
-    /// Unwraps a stored key; a key moved to another purpose, version or id does not open.
+    /// Unwraps a stored key; a key moved to another purpose, version, id or algorithm does not open.
     pub fn unwrap(&self, key: &WrappedKey) -> Result<PurposeKey, CryptoError> {
         let material = self.0.open(
-            &wrap_context(key.purpose, key.version, &key.key_id),
+            &wrap_context(key.purpose, key.version, &key.key_id, key.algorithm),
             &key.wrapped,
         )?;
-        match key.purpose.algorithm() {
-            Algorithm::Ed25519 => {
-                let signer =
-                    Ed25519Signer::from_seed(&key_prefix(key.purpose, key.version), &material)?;
-                if signer.key_id() != key.key_id {
-                    return Err(CryptoError::BadKey("key id does not match the key"));
-                }
-                Ok(PurposeKey::Signing(signer))
-            }
-            Algorithm::Aes256Gcm => Ok(PurposeKey::Data(DataKey::new(
-                key.key_id.clone(),
-                key.version,
-                &material,
-            )?)),
+        let opened = open_material(
+            key.purpose,
+            key.algorithm,
+            &key_prefix(key.purpose, key.version),
+            &material,
+        )?;
+        let derived_id = match &opened {
+            PurposeKey::Signing(s) => Some(s.key_id()),
+            PurposeKey::Jwt(j) => Some(j.kid()),
+            PurposeKey::Data(_) | PurposeKey::Mac(_) => None,
+        };
+        if derived_id.is_some_and(|id| id != key.key_id) {
+            return Err(CryptoError::BadKey("key id does not match the key"));
         }
+        Ok(opened)
     }
+}
+
+fn open_material(
+    purpose: Purpose,
+    algorithm: KeyAlgorithm,
+    prefix: &str,
+    material: &[u8],
+) -> Result<PurposeKey, CryptoError> {
+    if !purpose.accepts(algorithm) {
+        return Err(CryptoError::BadKey("algorithm does not fit the purpose"));
+    }
+    Ok(match algorithm {
+        KeyAlgorithm::Ed25519 => PurposeKey::Signing(Ed25519Signer::from_seed(prefix, material)?),
+        KeyAlgorithm::Aes256Gcm => PurposeKey::Data(DataKey::new(prefix, 1, material)?),
+        KeyAlgorithm::HmacSha256 => {
+            PurposeKey::Mac(Box::new(hmac::Key::new(hmac::HMAC_SHA256, material)))
+        }
+        KeyAlgorithm::Jwt(alg) => {
+            PurposeKey::Jwt(Box::new(JwtSigningKey::from_pkcs8(alg, prefix, material)?))
+        }
+    })
 }
 
 fn key_prefix(purpose: Purpose, version: u32) -> String {
     format!("{}-v{version}", purpose.as_str())
 }
 
-fn wrap_context(purpose: Purpose, version: u32, key_id: &str) -> Vec<u8> {
-    context(&["keyring", purpose.as_str(), &version.to_string(), key_id])
+fn wrap_context(purpose: Purpose, version: u32, key_id: &str, algorithm: KeyAlgorithm) -> Vec<u8> {
+    context(&[
+        "keyring",
+        purpose.as_str(),
+        &version.to_string(),
+        key_id,
+        algorithm.as_str(),
+    ])
 }
 
 #[cfg(test)]
@@ -179,14 +262,49 @@ mod tests {
     }
 
     #[test]
-    fn wrapped_keys_open_only_under_their_master_and_identity() {
+    fn s2_wrapped_keys_open_only_under_their_master_purpose_and_identity() {
         let a = Kek::from_master(&MasterKey::from_bytes([1; 32])).unwrap();
         let b = Kek::from_master(&MasterKey::from_bytes([2; 32])).unwrap();
-        let k = a.generate(Purpose::Audit, 1).unwrap();
-        assert!(matches!(a.unwrap(&k).unwrap(), PurposeKey::Signing(_)));
-        assert!(b.unwrap(&k).is_err());
-        let mut moved = k.clone();
-        moved.version = 2;
-        assert!(a.unwrap(&moved).is_err());
+        for purpose in Purpose::ALL {
+            let k = a
+                .generate(*purpose, 1, purpose.default_algorithm())
+                .unwrap();
+            assert!(a.unwrap(&k).is_ok(), "{purpose:?}");
+            assert!(
+                b.unwrap(&k).is_err(),
+                "{purpose:?} opened under another master key"
+            );
+            let mut moved = k.clone();
+            moved.version = 2;
+            assert!(a.unwrap(&moved).is_err());
+            let mut other_purpose = k.clone();
+            other_purpose.purpose = if *purpose == Purpose::Audit {
+                Purpose::Refresh
+            } else {
+                Purpose::Audit
+            };
+            assert!(
+                a.unwrap(&other_purpose).is_err(),
+                "{purpose:?} key opened for another purpose"
+            );
+        }
+    }
+
+    #[test]
+    fn s2_algorithms_must_fit_their_purpose() {
+        let a = Kek::from_master(&MasterKey::from_bytes([1; 32])).unwrap();
+        assert!(
+            a.generate(Purpose::Tokens, 1, KeyAlgorithm::HmacSha256)
+                .is_err()
+        );
+        assert!(
+            a.generate(Purpose::Refresh, 1, KeyAlgorithm::Jwt(JwtAlgorithm::EdDsa))
+                .is_err()
+        );
+        let k = a
+            .generate(Purpose::Tokens, 1, KeyAlgorithm::Jwt(JwtAlgorithm::EdDsa))
+            .unwrap();
+        assert!(k.key_id.starts_with("tokens-v1-"));
+        assert!(matches!(a.unwrap(&k).unwrap(), PurposeKey::Jwt(_)));
     }
 }
