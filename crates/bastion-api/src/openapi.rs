@@ -12,7 +12,8 @@ use utoipa::OpenApi;
     paths(
         crate::routes::health::healthz,
         crate::routes::health::readyz,
-        crate::routes::well_known::security_txt
+        crate::routes::well_known::security_txt,
+        crate::routes::well_known::jwks
     ),
     components(schemas(crate::error::Problem, crate::routes::health::HealthOut))
 )]

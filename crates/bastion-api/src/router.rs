@@ -50,6 +50,7 @@ pub fn app(state: AppState, http: &HttpConfig, opts: AppOptions) -> Router {
             "/.well-known/security.txt",
             get(routes::well_known::security_txt),
         )
+        .route("/.well-known/jwks.json", get(routes::well_known::jwks))
         .route("/openapi.json", get(openapi::openapi_json))
         .with_state(state);
     if let Some(extra) = extra {

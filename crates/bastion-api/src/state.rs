@@ -1,5 +1,6 @@
 use std::sync::Arc;
 
+use bastion_core::keys::SharedKeyRing;
 use bastion_store::Store;
 
 /// What every handler can reach. Cheap to clone.
@@ -8,4 +9,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     /// The rendered security.txt, or `None` when no contact is configured.
     pub security_txt: Option<Arc<str>>,
+    /// The key ring (token-signing keys for the JWKS).
+    pub keys: Arc<SharedKeyRing>,
+    /// How long a superseded token key stays published, in milliseconds.
+    pub jwks_overlap_ms: i64,
 }

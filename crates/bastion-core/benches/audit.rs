@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use bastion_core::SystemClock;
 use bastion_core::audit::{self, AuditEvent, AuditLog, Category, Outcome};
-use bastion_core::keys::KeyRing;
+use bastion_core::keys::{KeyRing, SharedKeyRing};
 use bastion_crypto::master::MasterKey;
 use bastion_store::{AuditStore, ChainHead, NewAuditEvent, Scope, Store};
 use bastion_store_sqlite::SqliteStore;
@@ -70,7 +70,7 @@ fn append(c: &mut Criterion) {
     let (store, keys) = rt.block_on(open(dir.path()));
     let log = AuditLog::new(
         store.clone() as Arc<dyn Store>,
-        keys,
+        SharedKeyRing::new(keys),
         Arc::new(SystemClock),
         1000,
     );
@@ -96,7 +96,7 @@ fn verify(c: &mut Criterion) {
     let (store, keys) = rt.block_on(open(dir.path()));
     let log = AuditLog::new(
         store.clone() as Arc<dyn Store>,
-        keys.clone(),
+        SharedKeyRing::new(keys.clone()),
         Arc::new(SystemClock),
         100_000,
     );

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
 use crate::Clock;
-use crate::keys::KeyRing;
+use crate::keys::SharedKeyRing;
 
 const SCOPE: Scope = Scope::System("audit");
 const EVENT_DOMAIN: &[u8] = b"bastion.audit.event.v1\0";
@@ -225,7 +225,7 @@ impl CheckpointFile {
 /// Appends events to the chain and writes signed checkpoints.
 pub struct AuditLog {
     store: Arc<dyn Store>,
-    keys: Arc<KeyRing>,
+    keys: Arc<SharedKeyRing>,
     clock: Arc<dyn Clock>,
     checkpoint_every: i64,
     /// Size of the last checkpoint this process wrote (avoids re-signing an unchanged head).
@@ -235,7 +235,7 @@ pub struct AuditLog {
 impl AuditLog {
     pub fn new(
         store: Arc<dyn Store>,
-        keys: Arc<KeyRing>,
+        keys: Arc<SharedKeyRing>,
         clock: Arc<dyn Clock>,
         checkpoint_every: u64,
     ) -> Self {
@@ -280,7 +280,8 @@ impl AuditLog {
 
     /// Signs and stores a checkpoint of the current head (none for an empty or unchanged log).
     pub async fn checkpoint(&self) -> Result<Option<CheckpointRecord>, AuditError> {
-        let signer = self.keys.audit_signer().ok_or(AuditError::NoSigningKey)?;
+        let ring = self.keys.current();
+        let signer = ring.audit_signer().ok_or(AuditError::NoSigningKey)?;
         let mut last = self.last_checkpoint.lock().await;
         let head = self.store.head(&SCOPE).await?;
         if head.seq == 0 || head.seq == *last {
@@ -308,6 +309,7 @@ impl AuditLog {
         };
         let pk = self
             .keys
+            .current()
             .audit_public_keys()
             .into_iter()
             .find(|(id, _)| *id == cp.key_id)

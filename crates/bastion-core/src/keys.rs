@@ -205,6 +205,11 @@ impl KeyRing {
             .max_by_key(|e| e.record.version)
     }
 
+    /// When the newest key of `purpose` was created.
+    pub fn newest_created_ms(&self, purpose: Purpose) -> Option<i64> {
+        self.newest(purpose).map(|e| e.record.created_ms)
+    }
+
     /// The newest active Ed25519 signer for audit checkpoints.
     pub fn audit_signer(&self) -> Option<&Ed25519Signer> {
         match &self.newest(Purpose::Audit)?.key {
@@ -272,5 +277,31 @@ impl KeyRing {
     /// A non-secret fingerprint of the master key in use.
     pub fn master_fingerprint(&self) -> &str {
         &self.fingerprint
+    }
+}
+
+/// The process's current key ring, swapped whole when it is reloaded (after a rotation here or
+/// on another node). Readers take an `Arc` and never block a reload for long.
+#[derive(Debug)]
+pub struct SharedKeyRing(std::sync::RwLock<Arc<KeyRing>>);
+
+impl SharedKeyRing {
+    pub fn new(ring: Arc<KeyRing>) -> Arc<Self> {
+        Arc::new(Self(std::sync::RwLock::new(ring)))
+    }
+
+    pub fn current(&self) -> Arc<KeyRing> {
+        match self.0.read() {
+            Ok(g) => g.clone(),
+            // A panic while swapping cannot leave a half-written Arc: the old one is intact.
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    pub fn replace(&self, ring: Arc<KeyRing>) {
+        match self.0.write() {
+            Ok(mut g) => *g = ring,
+            Err(poisoned) => *poisoned.into_inner() = ring,
+        }
     }
 }

@@ -33,6 +33,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub rate_limit: RateLimitConfig,
     pub tls: TlsConfig,
+    pub tokens: TokensConfig,
     pub audit: AuditConfig,
     pub security_txt: SecurityTxtConfig,
     pub log: LogConfig,
@@ -44,6 +45,26 @@ pub struct TlsConfig {
     pub cert: String,
     pub key: String,
     pub min_version: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TokensConfig {
+    pub algorithm: String,
+    pub access_ttl_secs: u64,
+    pub rotate_after_days: u64,
+}
+
+impl TokensConfig {
+    /// The validated signing algorithm.
+    pub fn jwt_algorithm(&self) -> Result<bastion_crypto::jwt::JwtAlgorithm, ConfigError> {
+        bastion_crypto::jwt::JwtAlgorithm::parse(&self.algorithm).ok_or_else(|| {
+            ConfigError::Invalid(format!(
+                "tokens.algorithm must be \"RS256\", \"ES256\" or \"EdDSA\", not {:?}",
+                self.algorithm
+            ))
+        })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
@@ -145,6 +166,13 @@ impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
         self.database()?;
+        self.tokens.jwt_algorithm()?;
+        if !(60..=86_400).contains(&self.tokens.access_ttl_secs) {
+            return bad(format!(
+                "tokens.access_ttl_secs must be between 60 and 86400, not {}",
+                self.tokens.access_ttl_secs
+            ));
+        }
         if !matches!(self.tls.min_version.as_str(), "1.2" | "1.3") {
             return bad(format!(
                 "tls.min_version must be \"1.2\" or \"1.3\", not {:?}",

@@ -42,6 +42,38 @@ pub async fn sweep_rate_limiter(rl: Arc<IpRateLimit>, mut shutdown: watch::Recei
     }
 }
 
+/// Every minute: reloads the key ring (rotations made by the CLI or another node), and rotates
+/// the token-signing key once it is `rotate_after_days` old (SPEC A5; 0 = never). Two nodes
+/// rotating at once collide on the version's uniqueness and one of them simply reloads.
+pub async fn key_ring_upkeep(
+    bastion: Arc<crate::Bastion>,
+    rotate_after_days: u64,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let max_age_ms =
+        i64::try_from(rotate_after_days.saturating_mul(86_400_000)).unwrap_or(i64::MAX);
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let now = bastion.clock.now_ms();
+                let newest = bastion.keys.current().newest_created_ms(bastion_crypto::keyring::Purpose::Tokens);
+                if rotate_after_days > 0 && newest.is_some_and(|t| now - t >= max_age_ms) {
+                    match bastion.rotate_key(bastion_crypto::keyring::Purpose::Tokens).await {
+                        Ok(k) => tracing::info!(key_id = %k.key_id, "token signing key rotated on schedule"),
+                        Err(e) => tracing::warn!(error = %e, "scheduled token key rotation did not happen"),
+                    }
+                }
+                if let Err(e) = bastion.reload_keys().await {
+                    tracing::error!(error = %e, "key ring reload failed; keeping the keys in use");
+                }
+            }
+            _ = stopped(&mut shutdown) => break,
+        }
+    }
+}
+
 /// Drains histogram samples even when nobody scrapes, so memory stays bounded.
 pub async fn metrics_upkeep(
     handle: metrics_exporter_prometheus::PrometheusHandle,

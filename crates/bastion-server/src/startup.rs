@@ -9,9 +9,11 @@ use axum::Router;
 use bastion_api::AppState;
 use bastion_api::middleware::rate_limit::IpRateLimit;
 use bastion_core::audit::{AuditEvent, AuditLog, Category, Outcome};
-use bastion_core::keys::KeyRing;
+use bastion_core::keys::{KeyRing, KeyRingOptions, SharedKeyRing};
 use bastion_core::{Clock, SystemClock};
-use bastion_store::Store;
+use bastion_crypto::keyring::Purpose;
+use bastion_crypto::master::MasterKey;
+use bastion_store::{Store, StoredKey};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -43,11 +45,14 @@ pub enum StartupError {
 /// An opened Bastion: storage, keys and audit log, shared by the server and the CLI.
 pub struct Bastion {
     pub store: Arc<dyn Store>,
-    pub keys: Arc<KeyRing>,
+    pub keys: Arc<SharedKeyRing>,
     pub audit: Arc<AuditLog>,
     pub clock: Arc<dyn Clock>,
     pub master_key_source: MasterKeySource,
     pub data_dir: PathBuf,
+    /// Kept (zeroized on drop) to reload and rotate the key ring while running.
+    master: MasterKey,
+    key_options: KeyRingOptions,
 }
 
 impl Bastion {
@@ -57,8 +62,15 @@ impl Bastion {
         let store = storage::open(cfg).await?;
         let (master, source) = master_key::resolve(&cfg.data_dir, store.as_ref()).await?;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let keys = KeyRing::open(store.as_ref(), &master, clock.as_ref()).await?;
-        drop(master);
+        let key_options = KeyRingOptions {
+            token_algorithm: cfg
+                .tokens
+                .jwt_algorithm()
+                .map_err(|e| StartupError::Config(e.to_string()))?,
+        };
+        let keys = SharedKeyRing::new(
+            KeyRing::open_with(store.as_ref(), &master, clock.as_ref(), &key_options).await?,
+        );
         let audit = Arc::new(AuditLog::new(
             store.clone(),
             keys.clone(),
@@ -72,7 +84,36 @@ impl Bastion {
             clock,
             master_key_source: source,
             data_dir: cfg.data_dir.clone(),
+            master,
+            key_options,
         })
+    }
+
+    /// Re-reads the key ring (new versions from a rotation here or on another node).
+    pub async fn reload_keys(&self) -> Result<(), StartupError> {
+        let ring = KeyRing::open_with(
+            self.store.as_ref(),
+            &self.master,
+            self.clock.as_ref(),
+            &self.key_options,
+        )
+        .await?;
+        self.keys.replace(ring);
+        Ok(())
+    }
+
+    /// Adds the next version of `purpose`'s key and reloads the ring.
+    pub async fn rotate_key(&self, purpose: Purpose) -> Result<StoredKey, StartupError> {
+        let row = KeyRing::rotate(
+            self.store.as_ref(),
+            &self.master,
+            self.clock.as_ref(),
+            purpose,
+            &self.key_options,
+        )
+        .await?;
+        self.reload_keys().await?;
+        Ok(row)
     }
 }
 
@@ -103,7 +144,7 @@ pub async fn run_with_routes(
     shutdown: impl Future<Output = ()> + Send,
     extra: Option<Router>,
 ) -> Result<(), StartupError> {
-    let bastion = Bastion::open(&cfg).await?;
+    let bastion = Arc::new(Bastion::open(&cfg).await?);
     let local = listener
         .local_addr()
         .map_err(|e| StartupError::Listen(e.to_string()))?;
@@ -126,6 +167,15 @@ pub async fn run_with_routes(
     let state = AppState {
         store: bastion.store.clone(),
         security_txt,
+        keys: bastion.keys.clone(),
+        // Retired token keys stay published while a token they signed can live (plus leeway).
+        jwks_overlap_ms: i64::try_from(
+            cfg.tokens
+                .access_ttl_secs
+                .saturating_add(60)
+                .saturating_mul(1000),
+        )
+        .unwrap_or(i64::MAX),
     };
     let rate_limit = IpRateLimit::new(&cfg.rate_limit);
     let app = bastion_api::app(
@@ -177,6 +227,11 @@ pub async fn run_with_routes(
     if let Some(rl) = rate_limit {
         tasks.spawn(jobs::sweep_rate_limiter(rl, stop_rx.clone()));
     }
+    tasks.spawn(jobs::key_ring_upkeep(
+        bastion.clone(),
+        cfg.tokens.rotate_after_days,
+        stop_rx.clone(),
+    ));
     bastion
         .audit
         .record(

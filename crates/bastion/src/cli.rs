@@ -101,6 +101,12 @@ pub struct HealthcheckArgs {
 pub enum KeysCommand {
     /// Show the key ring: purposes, versions, key ids (never key material).
     Status,
+    /// Add the next version of a purpose's key (audit, tokens, refresh); new work uses it,
+    /// older versions keep verifying.
+    Rotate {
+        #[arg(long)]
+        purpose: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

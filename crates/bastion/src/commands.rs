@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use bastion_core::audit::{self, CheckpointFile};
+use bastion_crypto::keyring::Purpose;
 use bastion_server::config::{Config, DEFAULT_TOML};
 use bastion_server::{Bastion, telemetry};
 
@@ -49,6 +50,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Keys(KeysCommand::Status) => keys_status(&cfg).await,
+        Command::Keys(KeysCommand::Rotate { purpose }) => {
+            let purpose = Purpose::parse(&purpose).with_context(|| {
+                let names: Vec<_> = Purpose::ALL.iter().map(|p| p.as_str()).collect();
+                format!("unknown purpose {purpose:?}; one of: {}", names.join(", "))
+            })?;
+            let b = Bastion::open(&cfg).await?;
+            let k = b.rotate_key(purpose).await?;
+            println!(
+                "{} key rotated: version {} ({}, {}); running servers pick it up within a minute",
+                k.purpose, k.version, k.key_id, k.algorithm
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Audit(cmd) => audit_command(&cfg, cmd).await,
         Command::Config(_) | Command::Healthcheck(_) | Command::Tls(_) => Ok(ExitCode::SUCCESS),
     }
@@ -59,7 +73,7 @@ async fn keys_status(cfg: &Config) -> anyhow::Result<ExitCode> {
     println!(
         "master key: {} (fingerprint {})",
         b.master_key_source,
-        b.keys.master_fingerprint()
+        b.keys.current().master_fingerprint()
     );
     println!(
         "backend:    {} ({:?})",
@@ -70,7 +84,8 @@ async fn keys_status(cfg: &Config) -> anyhow::Result<ExitCode> {
         "{:<10} {:>7}  {:<28} {:<12} {:<8} created",
         "purpose", "version", "key id", "algorithm", "state"
     );
-    for k in b.keys.records() {
+    let ring = b.keys.current();
+    for k in ring.records() {
         let created = time::OffsetDateTime::from_unix_timestamp(k.created_ms / 1000)
             .ok()
             .and_then(|t| {
@@ -108,7 +123,7 @@ async fn audit_command(cfg: &Config, cmd: AuditCommand) -> anyhow::Result<ExitCo
             let mut progress = |done: i64| bar.set_position(u64::try_from(done).unwrap_or(0));
             let report = audit::verify(
                 b.store.as_ref(),
-                &b.keys.audit_public_keys(),
+                &b.keys.current().audit_public_keys(),
                 &extra,
                 &mut progress,
             )

@@ -77,3 +77,24 @@ mod tests {
         assert!(render_security_txt(&empty, now).is_none());
     }
 }
+
+/// The public keys that verify Bastion's access tokens (SPEC A5): the current signing key and
+/// any superseded one a still-valid token may carry.
+#[utoipa::path(
+    get,
+    path = "/.well-known/jwks.json",
+    tag = "well-known",
+    responses((status = 200, content_type = "application/json", body = Object))
+)]
+pub async fn jwks(State(state): State<AppState>) -> Response {
+    let now = time::OffsetDateTime::now_utc()
+        .unix_timestamp()
+        .saturating_mul(1000);
+    let set = state.keys.current().token_jwks(now, state.jwks_overlap_ms);
+    // Short cache: verifiers refetch soon after a rotation.
+    (
+        [(header::CACHE_CONTROL, "public, max-age=300")],
+        axum::Json(set),
+    )
+        .into_response()
+}

@@ -84,3 +84,40 @@ async fn openapi_json_is_3_1_and_lists_the_health_routes() {
         assert!(paths.contains_key(p), "{p} missing from {:?}", paths.keys());
     }
 }
+
+#[tokio::test]
+async fn a5_jwks_publishes_the_token_key_and_verifies_its_tokens_over_http() {
+    let app = spawn_app(Spawn::default(), |_| {}).await.unwrap();
+    let res = client()
+        .get(app.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_hardened(&res);
+    let jwks: jsonwebtoken::jwk::JwkSet = res.json().await.unwrap();
+    assert_eq!(jwks.keys.len(), 1);
+    let kid = jwks.keys[0].common.key_id.clone().unwrap();
+    assert!(kid.starts_with("tokens-v1-"), "{kid}");
+    assert!(
+        matches!(
+            jwks.keys[0].algorithm,
+            jsonwebtoken::jwk::AlgorithmParameters::RSA(_)
+        ),
+        "RS256 by default"
+    );
+
+    // The same database opened beside the server signs with the key the JWKS publishes.
+    let other = bastion_server::Bastion::open(&app.config).await.unwrap();
+    let now = jsonwebtoken::get_current_timestamp();
+    let claims = serde_json::json!({ "iss": "i", "aud": "a", "sub": "usr_1", "iat": now, "nbf": now, "exp": now + 60 });
+    let token = other
+        .keys
+        .current()
+        .token_signer()
+        .unwrap()
+        .sign(&claims)
+        .unwrap();
+    let verifier = bastion_crypto::jwt::JwtVerifier::new(&jwks, "i", "a", 5).unwrap();
+    assert!(verifier.verify::<serde_json::Value>(&token).is_ok());
+}

@@ -171,7 +171,7 @@ impl Fixture {
         let extra: Vec<_> = extra.iter().map(|c| c.to_record().unwrap()).collect();
         audit::verify(
             self.bastion.store.as_ref(),
-            &self.bastion.keys.audit_public_keys(),
+            &self.bastion.keys.current().audit_public_keys(),
             &extra,
             &mut |_| {},
         )

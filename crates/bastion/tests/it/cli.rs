@@ -240,3 +240,24 @@ fn t1_tls_self_signed_writes_a_usable_certificate_and_a_0600_key() {
     // The server accepts the pair (the TLS handshake tests use the same writer).
     assert!(bastion_server::tls::server_config(&out_dir.join("cert.pem"), &key, "1.3").is_ok());
 }
+
+#[test]
+fn a5_keys_rotate_adds_a_version_and_refuses_unknown_purposes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let out = bastion(&dir, &["keys", "rotate", "--purpose", "tokens"], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("tokens key rotated: version 2"),
+        "{}",
+        text(&out)
+    );
+    let status = text(&bastion(&dir, &["keys", "status"], &[]));
+    assert!(
+        status.contains("tokens-v1-") && status.contains("tokens-v2-"),
+        "{status}"
+    );
+    let bad = bastion(&dir, &["keys", "rotate", "--purpose", "passwords"], &[]);
+    assert!(!bad.status.success());
+    assert!(text(&bad).contains("unknown purpose"), "{}", text(&bad));
+}

@@ -1,0 +1,4 @@
+//! Domain services against a real (SQLite) store.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod keys;
