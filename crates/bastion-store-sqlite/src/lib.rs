@@ -177,22 +177,22 @@ impl AuditStore for SqliteStore {
             .execute(&mut *conn)
             .await
             .map_err(db_err)?;
-        match Self::append_in_tx(&mut conn, events, seal).await {
-            Ok(head) => {
-                sqlx::query("COMMIT")
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(db_err)?;
-                Ok(head)
-            }
-            Err(e) => {
-                if let Err(rb) = sqlx::query("ROLLBACK").execute(&mut *conn).await {
-                    tracing::error!(error = %rb, "rollback failed; discarding connection");
-                    conn.detach();
-                }
-                Err(e)
-            }
+        let result = match Self::append_in_tx(&mut conn, events, seal).await {
+            Ok(head) => sqlx::query("COMMIT")
+                .execute(&mut *conn)
+                .await
+                .map(|_| head)
+                .map_err(db_err),
+            Err(e) => Err(e),
+        };
+        // Any failure, the COMMIT's included, must not hand an open transaction back to the pool.
+        if result.is_err() && sqlx::query("ROLLBACK").execute(&mut *conn).await.is_err() {
+            tracing::warn!(
+                "rollback after a failed audit append did not run; discarding the connection"
+            );
+            conn.detach();
         }
+        result
     }
 
     async fn head(&self, scope: &Scope) -> StoreResult<ChainHead> {
