@@ -14,6 +14,8 @@ use bastion_store::{
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{PgPool, Postgres, Row, Transaction};
 
+mod accounts;
+
 /// Migrations, embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -24,7 +26,7 @@ pub struct PgStore {
     pool: PgPool,
 }
 
-fn db_err(e: sqlx::Error) -> StoreError {
+pub(crate) fn db_err(e: sqlx::Error) -> StoreError {
     if let sqlx::Error::Database(d) = &e {
         if d.is_unique_violation() {
             return StoreError::Conflict("unique");
@@ -92,7 +94,7 @@ impl PgStore {
     }
 
     /// Opens a transaction whose role and scope settings follow `scope` (all `SET LOCAL`).
-    async fn begin(&self, scope: &Scope) -> StoreResult<Transaction<'static, Postgres>> {
+    pub(crate) async fn begin(&self, scope: &Scope) -> StoreResult<Transaction<'static, Postgres>> {
         let mut tx = self.pool.begin().await.map_err(db_err)?;
         let (role, user, org) = match scope {
             Scope::System(_) => ("bastion_system", "", ""),

@@ -19,23 +19,25 @@ use tokio::sync::Mutex;
 /// Events per multi-row INSERT (10 parameters each, far below SQLite's variable limit).
 const INSERT_CHUNK: usize = 100;
 
+mod accounts;
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// The SQLite store. Writers to the audit chain are serialised in-process and by
 /// `BEGIN IMMEDIATE` across processes (the CLI and the server may share a file).
 pub struct SqliteStore {
-    pool: SqlitePool,
+    pub(crate) pool: SqlitePool,
     chain_lock: Mutex<()>,
 }
 
-fn db_err(e: sqlx::Error) -> StoreError {
+pub(crate) fn db_err(e: sqlx::Error) -> StoreError {
     match &e {
         sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Conflict("unique"),
         _ => StoreError::Database(e.to_string()),
     }
 }
 
-fn require_system(scope: &Scope) -> StoreResult<()> {
+pub(crate) fn require_system(scope: &Scope) -> StoreResult<()> {
     if scope.is_system() {
         Ok(())
     } else {

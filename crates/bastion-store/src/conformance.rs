@@ -11,8 +11,8 @@
 use std::sync::Arc;
 
 use crate::{
-    AttemptDecision, ChainHead, CheckpointRecord, NewAuditEvent, Scope, Store, StoreError,
-    StoredKey, ThrottleRule,
+    AttemptDecision, ChainHead, CheckpointRecord, NewAuditEvent, Rotation, Scope, SessionRow,
+    Store, StoreError, StoredKey, ThrottleRule, UserRow,
 };
 
 const SYS: Scope = Scope::System("conformance");
@@ -310,6 +310,291 @@ pub async fn a8_clear_purge_and_scope<S: Store>(store: Arc<S>) {
     );
 }
 
+fn user_row(id: &str, email: &str) -> UserRow {
+    UserRow {
+        id: id.into(),
+        email: email.into(),
+        email_verified_ms: None,
+        password_hash: Some("$argon2id$stub".into()),
+        created_ms: 1,
+        updated_ms: 1,
+    }
+}
+
+fn session_row(id: &str, user: &str, now: i64) -> SessionRow {
+    SessionRow {
+        id: id.into(),
+        user_id: user.into(),
+        device_name: "laptop".into(),
+        platform: "linux".into(),
+        ip: "203.0.113.7".into(),
+        user_agent: "test".into(),
+        created_ms: now,
+        last_seen_ms: now,
+        idle_expires_ms: now + 7 * 86_400_000,
+        absolute_expires_ms: now + 90 * 86_400_000,
+        revoked_ms: None,
+        revoked_reason: None,
+    }
+}
+
+fn as_user(id: &str) -> Scope {
+    Scope::User {
+        user_id: id.into(),
+        org_id: None,
+    }
+}
+
+/// A1/R5: emails are unique; a user reads and changes only their own account.
+pub async fn a1_accounts_are_unique_by_email_and_private<S: Store>(store: Arc<S>) {
+    store
+        .create_user(&SYS, &user_row("usr_a", "a@example.com"))
+        .await
+        .unwrap();
+    store
+        .create_user(&SYS, &user_row("usr_b", "b@example.com"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .create_user(&SYS, &user_row("usr_c", "a@example.com"))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        store
+            .user_by_email(&SYS, "a@example.com")
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        "usr_a"
+    );
+    assert!(
+        store
+            .user_by_email(&SYS, "nobody@example.com")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .user_by_id(&as_user("usr_a"), "usr_a")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        store
+            .user_by_id(&as_user("usr_b"), "usr_a")
+            .await
+            .unwrap()
+            .is_none(),
+        "another user's account is invisible"
+    );
+    assert!(
+        store
+            .set_password_hash(&as_user("usr_b"), "usr_a", "$x", 2)
+            .await
+            .is_err()
+    );
+    store
+        .set_password_hash(&as_user("usr_a"), "usr_a", "$new", 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .user_by_id(&SYS, "usr_a")
+            .await
+            .unwrap()
+            .unwrap()
+            .password_hash
+            .as_deref(),
+        Some("$new")
+    );
+    assert!(
+        store
+            .user_by_email(&Scope::Anonymous, "a@example.com")
+            .await
+            .is_err(),
+        "login lookups are a system path"
+    );
+}
+
+/// A3: of 50 concurrent rotations of one refresh token exactly one wins and stores the successor.
+pub async fn a3_concurrent_rotations_of_one_token_have_one_winner<S: Store>(store: Arc<S>) {
+    let now = 1_700_000_000_000;
+    store
+        .create_user(&SYS, &user_row("usr_a", "a@example.com"))
+        .await
+        .unwrap();
+    store
+        .create_session(&SYS, &session_row("ses_1", "usr_a", now), &[1; 32])
+        .await
+        .unwrap();
+    let first = store.find_refresh(&SYS, &[1; 32]).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            first.session_id.as_str(),
+            first.user_id.as_str(),
+            first.generation,
+            first.used_ms
+        ),
+        ("ses_1", "usr_a", 1, None)
+    );
+    let mut tasks = Vec::new();
+    for i in 0..50u8 {
+        let s = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut new = [2; 32];
+            new[0] = i;
+            (
+                new,
+                s.rotate_refresh(&SYS, &[1; 32], &new, now + 1, now + 1000)
+                    .await
+                    .unwrap(),
+            )
+        }));
+    }
+    let mut winners = Vec::new();
+    for t in tasks {
+        let (new, outcome) = t.await.unwrap();
+        match outcome {
+            Rotation::Rotated => winners.push(new),
+            Rotation::AlreadyUsed => {}
+            Rotation::SessionEnded => panic!("the session is live"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one rotation wins");
+    assert_eq!(
+        store
+            .find_refresh(&SYS, &[1; 32])
+            .await
+            .unwrap()
+            .unwrap()
+            .used_ms,
+        Some(now + 1)
+    );
+    let next = store
+        .find_refresh(&SYS, &winners[0])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((next.generation, next.used_ms), (2, None));
+    let mut loser = [2; 32];
+    loser[0] = if winners[0][0] == 0 { 1 } else { 0 };
+    assert!(
+        store.find_refresh(&SYS, &loser).await.unwrap().is_none(),
+        "losers stored nothing"
+    );
+    let s = store.session(&SYS, "ses_1").await.unwrap().unwrap();
+    assert_eq!((s.last_seen_ms, s.idle_expires_ms), (now + 1, now + 1000));
+}
+
+/// A4: sessions are listed per user, and a revoked or expired session's tokens stop rotating.
+pub async fn a4_sessions_are_per_user_and_revocation_ends_the_family<S: Store>(store: Arc<S>) {
+    let now = 1_700_000_000_000;
+    store
+        .create_user(&SYS, &user_row("usr_a", "a@example.com"))
+        .await
+        .unwrap();
+    store
+        .create_user(&SYS, &user_row("usr_b", "b@example.com"))
+        .await
+        .unwrap();
+    store
+        .create_session(&SYS, &session_row("ses_1", "usr_a", now), &[1; 32])
+        .await
+        .unwrap();
+    store
+        .create_session(&SYS, &session_row("ses_2", "usr_a", now + 1), &[2; 32])
+        .await
+        .unwrap();
+    store
+        .create_session(&SYS, &session_row("ses_3", "usr_b", now), &[3; 32])
+        .await
+        .unwrap();
+    let mine: Vec<_> = store
+        .sessions_of(&as_user("usr_a"), "usr_a")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(mine, vec!["ses_2", "ses_1"], "newest first");
+    assert!(
+        store
+            .sessions_of(&as_user("usr_b"), "usr_a")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .session(&as_user("usr_b"), "ses_1")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        !store
+            .revoke_session(&as_user("usr_b"), "ses_1", now, "logout")
+            .await
+            .unwrap(),
+        "not someone else's"
+    );
+    assert!(
+        store
+            .revoke_session(&as_user("usr_a"), "ses_1", now + 5, "logout")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .revoke_session(&SYS, "ses_1", now + 6, "again")
+            .await
+            .unwrap()
+    );
+    let s1 = store.session(&SYS, "ses_1").await.unwrap().unwrap();
+    assert_eq!(
+        (s1.revoked_ms, s1.revoked_reason.as_deref()),
+        (Some(now + 5), Some("logout"))
+    );
+    assert_eq!(
+        store
+            .rotate_refresh(&SYS, &[1; 32], &[9; 32], now + 7, now + 1000)
+            .await
+            .unwrap(),
+        Rotation::SessionEnded
+    );
+    assert!(
+        store
+            .find_refresh(&SYS, &[1; 32])
+            .await
+            .unwrap()
+            .unwrap()
+            .used_ms
+            .is_none(),
+        "nothing consumed"
+    );
+    // Past its idle expiry a session no longer rotates either.
+    let late = now + 8 * 86_400_000;
+    assert_eq!(
+        store
+            .rotate_refresh(&SYS, &[2; 32], &[8; 32], late, late + 1000)
+            .await
+            .unwrap(),
+        Rotation::SessionEnded
+    );
+    assert!(
+        store
+            .rotate_refresh(&as_user("usr_b"), &[3; 32], &[7; 32], now, now + 1)
+            .await
+            .is_err(),
+        "rotation is a system path"
+    );
+}
+
 /// Expands into one `#[tokio::test]` per conformance check (see the module docs for `$make`).
 #[macro_export]
 macro_rules! conformance_tests {
@@ -321,7 +606,10 @@ macro_rules! conformance_tests {
             keyring_canary_and_keys,
             non_system_scopes_cannot_touch_system_tables,
             a8_concurrent_attempts_cannot_slip_past_the_limit,
-            a8_clear_purge_and_scope
+            a8_clear_purge_and_scope,
+            a1_accounts_are_unique_by_email_and_private,
+            a3_concurrent_rotations_of_one_token_have_one_winner,
+            a4_sessions_are_per_user_and_revocation_ends_the_family
         );
     };
     (@each $make:expr; $($name:ident),*) => {

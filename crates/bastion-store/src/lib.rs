@@ -4,6 +4,7 @@
 //! becomes row-level security for the transaction; on SQLite the store's queries enforce it.
 //! Nothing outside the `bastion-store-*` crates writes SQL.
 
+pub mod accounts;
 pub mod audit;
 pub mod keyring;
 pub mod lockout;
@@ -12,6 +13,7 @@ mod scope;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
+pub use accounts::{AccountStore, RefreshRow, Rotation, SessionRow, SessionStore, UserRow};
 pub use audit::{AuditRecord, AuditStore, ChainHead, CheckpointRecord, NewAuditEvent, Sealer};
 pub use keyring::{KeyRingStore, StoredKey};
 pub use lockout::{AttemptDecision, LockoutStore, ThrottleRule};
@@ -47,7 +49,9 @@ pub enum Isolation {
 
 /// A whole storage backend: every area's trait, plus health.
 #[async_trait::async_trait]
-pub trait Store: AuditStore + KeyRingStore + LockoutStore + Send + Sync + 'static {
+pub trait Store:
+    AccountStore + AuditStore + KeyRingStore + LockoutStore + SessionStore + Send + Sync + 'static
+{
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
     fn isolation(&self) -> Isolation;

@@ -120,6 +120,21 @@ async fn ensure_template(
     if exists.is_some() {
         return Ok(());
     }
+    // Templates of older migration sets are dead weight once the migrations change.
+    let stale: Vec<String> = sqlx::query_scalar(
+        "SELECT datname FROM pg_database WHERE datname LIKE 'bastion\\_tpl\\_%' AND datname <> $1",
+    )
+    .bind(template)
+    .fetch_all(&mut *conn)
+    .await?;
+    for name in stale
+        .iter()
+        .filter(|n| n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+    {
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut *conn)
+            .await?;
+    }
     let building = format!("{template}_building");
     sqlx::query(&format!("DROP DATABASE IF EXISTS {building} WITH (FORCE)"))
         .execute(&mut *conn)
@@ -132,6 +147,10 @@ async fn ensure_template(
     store.pool().close().await;
     // Renamed only once complete, so a failed migration never leaves a half-built template.
     // Closed connections linger briefly on the server side, so retry while they exit.
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()")
+        .bind(&building)
+        .execute(&mut *conn)
+        .await?;
     let rename = format!("ALTER DATABASE {building} RENAME TO {template}");
     let mut tries = 0;
     loop {

@@ -1,0 +1,300 @@
+//! Accounts and sessions on PostgreSQL. Each call runs in a scoped transaction: a user scope
+//! reaches only its own rows through row-level security (`own_account`, `own_sessions`).
+
+use bastion_store::{
+    AccountStore, RefreshRow, Rotation, Scope, SessionRow, SessionStore, StoreError, StoreResult,
+    UserRow,
+};
+use sqlx::postgres::PgRow;
+use sqlx::{Postgres, Row, Transaction};
+
+use crate::{PgStore, db_err};
+
+const USER_COLS: &str = "id, email, email_verified_ms, password_hash, created_ms, updated_ms";
+const SESSION_COLS: &str = "id, user_id, device_name, platform, ip, user_agent, created_ms, last_seen_ms, \
+                            idle_expires_ms, absolute_expires_ms, revoked_ms, revoked_reason";
+
+fn user(r: &PgRow) -> StoreResult<UserRow> {
+    Ok(UserRow {
+        id: r.try_get(0).map_err(db_err)?,
+        email: r.try_get(1).map_err(db_err)?,
+        email_verified_ms: r.try_get(2).map_err(db_err)?,
+        password_hash: r.try_get(3).map_err(db_err)?,
+        created_ms: r.try_get(4).map_err(db_err)?,
+        updated_ms: r.try_get(5).map_err(db_err)?,
+    })
+}
+
+fn session(r: &PgRow) -> StoreResult<SessionRow> {
+    Ok(SessionRow {
+        id: r.try_get(0).map_err(db_err)?,
+        user_id: r.try_get(1).map_err(db_err)?,
+        device_name: r.try_get(2).map_err(db_err)?,
+        platform: r.try_get(3).map_err(db_err)?,
+        ip: r.try_get(4).map_err(db_err)?,
+        user_agent: r.try_get(5).map_err(db_err)?,
+        created_ms: r.try_get(6).map_err(db_err)?,
+        last_seen_ms: r.try_get(7).map_err(db_err)?,
+        idle_expires_ms: r.try_get(8).map_err(db_err)?,
+        absolute_expires_ms: r.try_get(9).map_err(db_err)?,
+        revoked_ms: r.try_get(10).map_err(db_err)?,
+        revoked_reason: r.try_get(11).map_err(db_err)?,
+    })
+}
+
+fn require_system(scope: &Scope) -> StoreResult<()> {
+    if scope.is_system() {
+        Ok(())
+    } else {
+        Err(StoreError::Forbidden)
+    }
+}
+
+#[async_trait::async_trait]
+impl AccountStore for PgStore {
+    async fn create_user(&self, scope: &Scope, u: &UserRow) -> StoreResult<()> {
+        require_system(scope)?;
+        let mut tx = self.begin(scope).await?;
+        sqlx::query(
+            "INSERT INTO users (id, email, email_verified_ms, password_hash, created_ms, updated_ms) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&u.id)
+        .bind(&u.email)
+        .bind(u.email_verified_ms)
+        .bind(u.password_hash.as_deref())
+        .bind(u.created_ms)
+        .bind(u.updated_ms)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)
+    }
+
+    async fn user_by_email(&self, scope: &Scope, email: &str) -> StoreResult<Option<UserRow>> {
+        require_system(scope)?;
+        let mut tx = self.begin(scope).await?;
+        let sql = format!("SELECT {USER_COLS} FROM users WHERE email = $1");
+        let row = sqlx::query(&sql)
+            .bind(email)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        row.as_ref().map(user).transpose()
+    }
+
+    async fn user_by_id(&self, scope: &Scope, id: &str) -> StoreResult<Option<UserRow>> {
+        let mut tx = self.begin(scope).await?;
+        let sql = format!("SELECT {USER_COLS} FROM users WHERE id = $1");
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        row.as_ref().map(user).transpose()
+    }
+
+    async fn set_password_hash(
+        &self,
+        scope: &Scope,
+        user_id: &str,
+        hash: &str,
+        now_ms: i64,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin(scope).await?;
+        let done =
+            sqlx::query("UPDATE users SET password_hash = $1, updated_ms = $2 WHERE id = $3")
+                .bind(hash)
+                .bind(now_ms)
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        // Zero rows: absent, or hidden from this scope by row-level security.
+        if done.rows_affected() == 0 {
+            Err(StoreError::NotFound)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl SessionStore for PgStore {
+    async fn create_session(
+        &self,
+        scope: &Scope,
+        s: &SessionRow,
+        first: &[u8; 32],
+    ) -> StoreResult<()> {
+        require_system(scope)?;
+        let mut tx = self.begin(scope).await?;
+        sqlx::query(
+            "INSERT INTO sessions (id, user_id, device_name, platform, ip, user_agent, created_ms, last_seen_ms, \
+             idle_expires_ms, absolute_expires_ms, revoked_ms, revoked_reason) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL, NULL)",
+        )
+        .bind(&s.id)
+        .bind(&s.user_id)
+        .bind(&s.device_name)
+        .bind(&s.platform)
+        .bind(&s.ip)
+        .bind(&s.user_agent)
+        .bind(s.created_ms)
+        .bind(s.last_seen_ms)
+        .bind(s.idle_expires_ms)
+        .bind(s.absolute_expires_ms)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        sqlx::query("INSERT INTO refresh_tokens (token_hash, session_id, generation, issued_ms, used_ms) VALUES ($1, $2, 1, $3, NULL)")
+            .bind(&first[..])
+            .bind(&s.id)
+            .bind(s.created_ms)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)
+    }
+
+    async fn session(&self, scope: &Scope, id: &str) -> StoreResult<Option<SessionRow>> {
+        let mut tx = self.begin(scope).await?;
+        let sql = format!("SELECT {SESSION_COLS} FROM sessions WHERE id = $1");
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        row.as_ref().map(session).transpose()
+    }
+
+    async fn sessions_of(&self, scope: &Scope, user_id: &str) -> StoreResult<Vec<SessionRow>> {
+        let mut tx = self.begin(scope).await?;
+        let sql = format!(
+            "SELECT {SESSION_COLS} FROM sessions WHERE user_id = $1 ORDER BY created_ms DESC, id"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(user_id)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        rows.iter().map(session).collect()
+    }
+
+    async fn find_refresh(
+        &self,
+        scope: &Scope,
+        token_hash: &[u8; 32],
+    ) -> StoreResult<Option<RefreshRow>> {
+        require_system(scope)?;
+        let mut tx = self.begin(scope).await?;
+        let row = sqlx::query(
+            "SELECT t.session_id, s.user_id, t.generation, t.issued_ms, t.used_ms \
+             FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id WHERE t.token_hash = $1",
+        )
+        .bind(&token_hash[..])
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        row.map(|r| {
+            Ok(RefreshRow {
+                session_id: r.try_get(0).map_err(db_err)?,
+                user_id: r.try_get(1).map_err(db_err)?,
+                generation: r.try_get(2).map_err(db_err)?,
+                issued_ms: r.try_get(3).map_err(db_err)?,
+                used_ms: r.try_get(4).map_err(db_err)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn rotate_refresh(
+        &self,
+        scope: &Scope,
+        old: &[u8; 32],
+        new: &[u8; 32],
+        now_ms: i64,
+        idle_expires_ms: i64,
+    ) -> StoreResult<Rotation> {
+        require_system(scope)?;
+        let mut tx = self.begin(scope).await?;
+        let outcome = rotate_in_tx(&mut tx, old, new, now_ms, idle_expires_ms).await?;
+        // Only a full rotation is kept; a lost race or an ended session changes nothing.
+        if outcome == Rotation::Rotated {
+            tx.commit().await.map_err(db_err)?;
+        } else {
+            tx.rollback().await.map_err(db_err)?;
+        }
+        Ok(outcome)
+    }
+
+    async fn revoke_session(
+        &self,
+        scope: &Scope,
+        session_id: &str,
+        now_ms: i64,
+        reason: &str,
+    ) -> StoreResult<bool> {
+        let mut tx = self.begin(scope).await?;
+        let done = sqlx::query("UPDATE sessions SET revoked_ms = $1, revoked_reason = $2 WHERE id = $3 AND revoked_ms IS NULL")
+            .bind(now_ms)
+            .bind(reason)
+            .bind(session_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(done.rows_affected() == 1)
+    }
+}
+
+async fn rotate_in_tx(
+    tx: &mut Transaction<'static, Postgres>,
+    old: &[u8; 32],
+    new: &[u8; 32],
+    now_ms: i64,
+    idle_expires_ms: i64,
+) -> StoreResult<Rotation> {
+    // Concurrent callers queue on the row lock; after the first commits, the others' WHERE
+    // re-checks `used_ms IS NULL` and matches nothing.
+    let consumed = sqlx::query(
+        "UPDATE refresh_tokens SET used_ms = $1 WHERE token_hash = $2 AND used_ms IS NULL RETURNING session_id, generation",
+    )
+    .bind(now_ms)
+    .bind(&old[..])
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(db_err)?;
+    let Some(row) = consumed else {
+        return Ok(Rotation::AlreadyUsed);
+    };
+    let session_id: String = row.try_get(0).map_err(db_err)?;
+    let generation: i64 = row.try_get(1).map_err(db_err)?;
+    let live = sqlx::query(
+        "UPDATE sessions SET last_seen_ms = $1, idle_expires_ms = LEAST($2, absolute_expires_ms) \
+         WHERE id = $3 AND revoked_ms IS NULL AND idle_expires_ms > $1 AND absolute_expires_ms > $1",
+    )
+    .bind(now_ms)
+    .bind(idle_expires_ms)
+    .bind(&session_id)
+    .execute(&mut **tx)
+    .await
+    .map_err(db_err)?;
+    if live.rows_affected() == 0 {
+        return Ok(Rotation::SessionEnded);
+    }
+    sqlx::query("INSERT INTO refresh_tokens (token_hash, session_id, generation, issued_ms, used_ms) VALUES ($1, $2, $3, $4, NULL)")
+        .bind(&new[..])
+        .bind(&session_id)
+        .bind(generation + 1)
+        .bind(now_ms)
+        .execute(&mut **tx)
+        .await
+        .map_err(db_err)?;
+    Ok(Rotation::Rotated)
+}
