@@ -5,5 +5,6 @@ pub mod audit;
 pub mod clock;
 pub mod keys;
 pub mod passwords;
+pub mod sessions;
 
 pub use clock::{Clock, SystemClock};

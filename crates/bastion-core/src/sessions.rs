@@ -1,0 +1,425 @@
+//! Per-device sessions, access tokens and rotating refresh tokens (SPEC A2, A3, A4).
+//!
+//! **Refresh tokens** are opaque (`bst_rt_` + 256 bits, base64url) and stored only as SHA-256
+//! hashes. A token's successor is not random: it is HMAC-SHA256 of the presented token under
+//! the `refresh` purpose key. So every caller presenting the same parent derives the same
+//! successor, which lets Bastion answer a retry inside the grace window with *that* successor
+//! without ever storing a token in plaintext.
+//!
+//! **Rotation** is one conditional update in the store (exactly one winner). A caller that
+//! presents an already-used token is:
+//! - inside the grace window: given the same successor, if that successor is still unused;
+//! - a concurrent duplicate (it saw the token unused and lost the update, or arrived within the
+//!   short race allowance after the use): refused, and the family lives on through the winner.
+//!   This matters in strict mode (grace 0), where a client's duplicate request must not end
+//!   its own session; the duplicate still gets nothing;
+//! - anyone else: a replay. The whole session (token family) is revoked and audited.
+//!
+//! **Access tokens** are 15-minute JWTs carrying the session id. Validation checks the
+//! signature and claims, then that the session is live; liveness is cached per session for a
+//! few seconds and dropped locally the moment this node revokes the session, so a revocation
+//! takes effect at once here and within the cache lifetime on other nodes.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use aws_lc_rs::hmac;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bastion_crypto::jwt::{JwtError, JwtVerifier};
+use bastion_store::{Rotation, Scope, SessionRow, Store, StoreError};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+use crate::Clock;
+use crate::audit::{AuditEvent, AuditLog, Category, Outcome};
+use crate::keys::{KeyRing, SharedKeyRing};
+
+const SCOPE: Scope = Scope::System("sessions");
+const REFRESH_PREFIX: &str = "bst_rt_";
+
+/// Lifetimes and the grace window.
+#[derive(Debug, Clone)]
+pub struct SessionPolicy {
+    pub access_ttl_ms: i64,
+    /// A session not refreshed for this long ends (SPEC A3: 7 days).
+    pub idle_ttl_ms: i64,
+    /// A session ends this long after it began, however active.
+    pub absolute_ttl_ms: i64,
+    /// How long the immediate parent of the current refresh token still yields it (0 = strict).
+    pub grace_ms: i64,
+    /// How soon after a token's use a second presentation counts as a concurrent duplicate
+    /// (refused, no revocation) rather than a replay (family revoked).
+    pub race_ms: i64,
+    /// How long a node trusts its last look at a session's liveness.
+    pub liveness_cache_ms: i64,
+    pub issuer: String,
+    pub audience: String,
+}
+
+impl Default for SessionPolicy {
+    fn default() -> Self {
+        Self {
+            access_ttl_ms: 15 * 60_000,
+            idle_ttl_ms: 7 * 86_400_000,
+            absolute_ttl_ms: 90 * 86_400_000,
+            grace_ms: 10_000,
+            race_ms: 2_000,
+            liveness_cache_ms: 5_000,
+            issuer: "bastion".into(),
+            audience: "bastion".into(),
+        }
+    }
+}
+
+/// Where a session was started from.
+#[derive(Debug, Clone, Default)]
+pub struct Device {
+    pub name: String,
+    pub platform: String,
+    pub ip: String,
+    pub user_agent: String,
+}
+
+/// What a sign-in or a refresh hands the client.
+#[derive(Debug)]
+pub struct IssuedTokens {
+    pub access_token: SecretString,
+    pub refresh_token: SecretString,
+    pub session_id: String,
+    pub access_expires_in_secs: i64,
+}
+
+/// The claims of an access token.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AccessClaims {
+    pub iss: String,
+    pub aud: String,
+    pub sub: String,
+    pub sid: String,
+    pub iat: i64,
+    pub nbf: i64,
+    pub exp: i64,
+    pub jti: String,
+    pub amr: Vec<String>,
+}
+
+/// Who an access token speaks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub user_id: String,
+    pub session_id: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("unknown refresh token")]
+    UnknownToken,
+    #[error("refresh token reuse detected; the session was revoked")]
+    Reused,
+    #[error("the refresh token was used by a concurrent request")]
+    Raced,
+    #[error("the session has ended")]
+    Ended,
+    #[error("invalid access token: {0}")]
+    InvalidAccess(JwtError),
+    #[error("session storage: {0}")]
+    Store(#[from] StoreError),
+    #[error("keys: {0}")]
+    Keys(#[from] crate::keys::KeyError),
+    #[error("crypto: {0}")]
+    Crypto(#[from] bastion_crypto::CryptoError),
+}
+
+fn random_id(prefix: &str) -> Result<String, bastion_crypto::CryptoError> {
+    let mut b = [0u8; 16];
+    bastion_crypto::random_bytes(&mut b)?;
+    Ok(format!("{prefix}{}", URL_SAFE_NO_PAD.encode(b)))
+}
+
+fn hash(token: &SecretString) -> [u8; 32] {
+    bastion_crypto::sha256(token.expose_secret().as_bytes())
+}
+
+/// The verifier for one key ring, rebuilt only when the ring is swapped.
+struct VerifierCache {
+    ring: Arc<KeyRing>,
+    verifier: Arc<JwtVerifier>,
+}
+
+pub struct Sessions {
+    store: Arc<dyn Store>,
+    keys: Arc<SharedKeyRing>,
+    audit: Arc<AuditLog>,
+    clock: Arc<dyn Clock>,
+    policy: SessionPolicy,
+    verifier: Mutex<Option<VerifierCache>>,
+    /// session id -> (live, checked at ms)
+    liveness: Mutex<HashMap<String, (bool, i64)>>,
+}
+
+impl Sessions {
+    pub fn new(
+        store: Arc<dyn Store>,
+        keys: Arc<SharedKeyRing>,
+        audit: Arc<AuditLog>,
+        clock: Arc<dyn Clock>,
+        policy: SessionPolicy,
+    ) -> Self {
+        Self {
+            store,
+            keys,
+            audit,
+            clock,
+            policy,
+            verifier: Mutex::new(None),
+            liveness: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn successor(
+        &self,
+        ring: &KeyRing,
+        presented: &SecretString,
+    ) -> Result<SecretString, SessionError> {
+        let tag = hmac::sign(ring.refresh_key()?, presented.expose_secret().as_bytes());
+        Ok(SecretString::from(format!(
+            "{REFRESH_PREFIX}{}",
+            URL_SAFE_NO_PAD.encode(tag.as_ref())
+        )))
+    }
+
+    fn access_token(
+        &self,
+        ring: &KeyRing,
+        user_id: &str,
+        session_id: &str,
+        now_ms: i64,
+    ) -> Result<(SecretString, i64), SessionError> {
+        let iat = now_ms / 1000;
+        let ttl = self.policy.access_ttl_ms / 1000;
+        let claims = AccessClaims {
+            iss: self.policy.issuer.clone(),
+            aud: self.policy.audience.clone(),
+            sub: user_id.to_owned(),
+            sid: session_id.to_owned(),
+            iat,
+            nbf: iat,
+            exp: iat + ttl,
+            jti: random_id("")?,
+            amr: vec!["pwd".into()],
+        };
+        Ok((SecretString::from(ring.token_signer()?.sign(&claims)?), ttl))
+    }
+
+    /// Opens a session for `user_id` on `device` and issues its first tokens.
+    pub async fn start(
+        &self,
+        user_id: &str,
+        device: &Device,
+    ) -> Result<IssuedTokens, SessionError> {
+        let ring = self.keys.current();
+        let now = self.clock.now_ms();
+        let mut raw = [0u8; 32];
+        bastion_crypto::random_bytes(&mut raw)?;
+        let refresh =
+            SecretString::from(format!("{REFRESH_PREFIX}{}", URL_SAFE_NO_PAD.encode(raw)));
+        let row = SessionRow {
+            id: random_id("ses_")?,
+            user_id: user_id.to_owned(),
+            device_name: device.name.clone(),
+            platform: device.platform.clone(),
+            ip: device.ip.clone(),
+            user_agent: device.user_agent.clone(),
+            created_ms: now,
+            last_seen_ms: now,
+            idle_expires_ms: now + self.policy.idle_ttl_ms,
+            absolute_expires_ms: now + self.policy.absolute_ttl_ms,
+            revoked_ms: None,
+            revoked_reason: None,
+        };
+        self.store
+            .create_session(&SCOPE, &row, &hash(&refresh))
+            .await?;
+        let (access, ttl) = self.access_token(&ring, user_id, &row.id, now)?;
+        Ok(IssuedTokens {
+            access_token: access,
+            refresh_token: refresh,
+            session_id: row.id,
+            access_expires_in_secs: ttl,
+        })
+    }
+
+    /// Rotates `presented` (see the module documentation for the rules).
+    #[tracing::instrument(skip_all)]
+    pub async fn refresh(&self, presented: &SecretString) -> Result<IssuedTokens, SessionError> {
+        if !presented.expose_secret().starts_with(REFRESH_PREFIX) {
+            return Err(SessionError::UnknownToken);
+        }
+        let ring = self.keys.current();
+        let now = self.clock.now_ms();
+        let old = hash(presented);
+        let Some(mut row) = self.store.find_refresh(&SCOPE, &old).await? else {
+            return Err(SessionError::UnknownToken);
+        };
+        let next = self.successor(&ring, presented)?;
+        let mut saw_unused = false;
+        if row.used_ms.is_none() {
+            saw_unused = true;
+            match self
+                .store
+                .rotate_refresh(
+                    &SCOPE,
+                    &old,
+                    &hash(&next),
+                    now,
+                    now + self.policy.idle_ttl_ms,
+                )
+                .await?
+            {
+                Rotation::Rotated => {
+                    return self.issue(&ring, &row.user_id, &row.session_id, next, now);
+                }
+                Rotation::SessionEnded => return Err(SessionError::Ended),
+                Rotation::AlreadyUsed => {
+                    row = self
+                        .store
+                        .find_refresh(&SCOPE, &old)
+                        .await?
+                        .ok_or(SessionError::UnknownToken)?;
+                }
+            }
+        }
+        let used_ms = row.used_ms.unwrap_or(now);
+        if self.policy.grace_ms > 0 && now - used_ms <= self.policy.grace_ms {
+            let child = self.store.find_refresh(&SCOPE, &hash(&next)).await?;
+            if child.is_some_and(|c| c.used_ms.is_none()) {
+                let live = self
+                    .store
+                    .session(&SCOPE, &row.session_id)
+                    .await?
+                    .is_some_and(|s| is_live(&s, now));
+                if !live {
+                    return Err(SessionError::Ended);
+                }
+                return self.issue(&ring, &row.user_id, &row.session_id, next, now);
+            }
+        }
+        if saw_unused || now - used_ms <= self.policy.race_ms {
+            return Err(SessionError::Raced);
+        }
+        // A token used before, outside the window: it was copied. End the whole family.
+        self.revoke(&row.session_id, "refresh_reuse").await?;
+        self.audit
+            .record(
+                AuditEvent::new(
+                    Category::Authentication,
+                    "refresh.reuse_detected",
+                    Outcome::Denied,
+                )
+                .actor(row.user_id.clone())
+                .details(
+                    serde_json::json!({ "session": row.session_id, "generation": row.generation }),
+                ),
+            )
+            .await
+            .map_err(|e| StoreError::Database(e.to_string()))?;
+        Err(SessionError::Reused)
+    }
+
+    fn issue(
+        &self,
+        ring: &KeyRing,
+        user_id: &str,
+        session_id: &str,
+        refresh: SecretString,
+        now: i64,
+    ) -> Result<IssuedTokens, SessionError> {
+        let (access, ttl) = self.access_token(ring, user_id, session_id, now)?;
+        Ok(IssuedTokens {
+            access_token: access,
+            refresh_token: refresh,
+            session_id: session_id.to_owned(),
+            access_expires_in_secs: ttl,
+        })
+    }
+
+    /// Revokes a session (its whole token family) and forgets its cached liveness here.
+    pub async fn revoke(&self, session_id: &str, reason: &str) -> Result<bool, SessionError> {
+        let done = self
+            .store
+            .revoke_session(&SCOPE, session_id, self.clock.now_ms(), reason)
+            .await?;
+        if let Ok(mut cache) = self.liveness.lock() {
+            cache.insert(session_id.to_owned(), (false, self.clock.now_ms()));
+        }
+        Ok(done)
+    }
+
+    fn verifier(&self) -> Result<Arc<JwtVerifier>, SessionError> {
+        let ring = self.keys.current();
+        let mut slot = self
+            .verifier
+            .lock()
+            .map_err(|_| StoreError::Database("verifier cache poisoned".into()))?;
+        if let Some(c) = slot.as_ref().filter(|c| Arc::ptr_eq(&c.ring, &ring)) {
+            return Ok(c.verifier.clone());
+        }
+        // Every token key in the ring verifies, however old: expiry bounds what they accept.
+        let jwks = ring.token_jwks(self.clock.now_ms(), i64::MAX);
+        let verifier = Arc::new(JwtVerifier::new(
+            &jwks,
+            &self.policy.issuer,
+            &self.policy.audience,
+            30,
+        )?);
+        *slot = Some(VerifierCache {
+            ring,
+            verifier: verifier.clone(),
+        });
+        Ok(verifier)
+    }
+
+    /// Validates an access token and its session's liveness.
+    pub async fn authenticate(&self, access_token: &str) -> Result<Principal, SessionError> {
+        let claims: AccessClaims = self
+            .verifier()?
+            .verify(access_token)
+            .map_err(SessionError::InvalidAccess)?;
+        let now = self.clock.now_ms();
+        let cached = self
+            .liveness
+            .lock()
+            .ok()
+            .and_then(|c| c.get(&claims.sid).copied());
+        let live = match cached {
+            Some((live, at)) if now - at < self.policy.liveness_cache_ms => live,
+            _ => {
+                let live = self
+                    .store
+                    .session(&SCOPE, &claims.sid)
+                    .await?
+                    .is_some_and(|s| is_live(&s, now) && s.user_id == claims.sub);
+                if let Ok(mut c) = self.liveness.lock() {
+                    // Bounded: entries older than the cache lifetime are useless, drop them.
+                    if c.len() > 100_000 {
+                        c.retain(|_, (_, at)| now - *at < self.policy.liveness_cache_ms);
+                    }
+                    c.insert(claims.sid.clone(), (live, now));
+                }
+                live
+            }
+        };
+        if !live {
+            return Err(SessionError::Ended);
+        }
+        Ok(Principal {
+            user_id: claims.sub,
+            session_id: claims.sid,
+        })
+    }
+}
+
+fn is_live(s: &SessionRow, now: i64) -> bool {
+    s.revoked_ms.is_none() && s.idle_expires_ms > now && s.absolute_expires_ms > now
+}
