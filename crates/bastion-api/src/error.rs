@@ -84,6 +84,21 @@ pub enum ApiError {
     Timeout,
     #[error("not ready")]
     NotReady,
+    /// The request is malformed or fails validation (`code` names what).
+    #[error("invalid request")]
+    Invalid {
+        status: StatusCode,
+        code: &'static str,
+        detail: String,
+    },
+    /// Missing, invalid or revoked credentials.
+    #[error("unauthorized")]
+    Unauthorized { code: &'static str },
+    #[error("conflict")]
+    Conflict { code: &'static str, detail: String },
+    /// Too many attempts of one kind (login lockout): same shape for every caller.
+    #[error("locked")]
+    Locked { retry_after_secs: u64 },
     /// An unexpected failure: logged with the request id, answered opaquely.
     #[error("internal error")]
     Internal(String),
@@ -110,16 +125,85 @@ impl IntoResponse for ApiError {
                 Some("the request took too long".to_owned()),
             ),
             Self::NotReady => (StatusCode::SERVICE_UNAVAILABLE, "not_ready", None),
+            Self::Invalid {
+                status,
+                code,
+                detail,
+            } => (*status, *code, Some(detail.clone())),
+            Self::Unauthorized { code } => (
+                StatusCode::UNAUTHORIZED,
+                *code,
+                Some("sign in again".to_owned()),
+            ),
+            Self::Conflict { code, detail } => (StatusCode::CONFLICT, *code, Some(detail.clone())),
+            Self::Locked { retry_after_secs } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "login_locked",
+                Some(format!(
+                    "too many attempts; retry after {retry_after_secs} s"
+                )),
+            ),
             Self::Internal(cause) => {
                 tracing::error!(cause = %cause, "internal error");
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal_error", None)
             }
         };
         let mut res = Problem::new(status, code, detail).into_response_with(status);
-        if let Self::RateLimited { retry_after_secs } = self {
-            res.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+        match self {
+            Self::RateLimited { retry_after_secs } | Self::Locked { retry_after_secs } => {
+                res.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+            }
+            Self::Unauthorized { .. } => {
+                res.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            _ => {}
         }
         res
+    }
+}
+
+impl From<bastion_core::accounts::AccountError> for ApiError {
+    fn from(e: bastion_core::accounts::AccountError) -> Self {
+        use bastion_core::accounts::AccountError as E;
+        let invalid = |code, detail: String| ApiError::Invalid {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code,
+            detail,
+        };
+        match e {
+            E::InvalidEmail => invalid("invalid_email", e.to_string()),
+            E::WeakPassword(_) => invalid("weak_password", e.to_string()),
+            E::EmailTaken => ApiError::Conflict {
+                code: "email_taken",
+                detail: e.to_string(),
+            },
+            E::InvalidCredentials => ApiError::Unauthorized {
+                code: "invalid_credentials",
+            },
+            E::Locked { retry_after_secs } => ApiError::Locked { retry_after_secs },
+            E::Session(s) => s.into(),
+            E::Store(_) | E::Hashing(_) => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<bastion_core::sessions::SessionError> for ApiError {
+    fn from(e: bastion_core::sessions::SessionError) -> Self {
+        use bastion_core::sessions::SessionError as E;
+        match e {
+            E::UnknownToken | E::Ended | E::InvalidAccess(_) => ApiError::Unauthorized {
+                code: "invalid_token",
+            },
+            E::Reused => ApiError::Unauthorized {
+                code: "refresh_token_reused",
+            },
+            E::Raced => ApiError::Conflict {
+                code: "refresh_in_progress",
+                detail: "this refresh token was just used by another request".into(),
+            },
+            E::Store(_) | E::Keys(_) | E::Crypto(_) => ApiError::Internal(e.to_string()),
+        }
     }
 }

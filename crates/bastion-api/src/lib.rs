@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod error;
+pub mod extract;
 pub mod middleware;
 pub mod openapi;
 pub mod router;

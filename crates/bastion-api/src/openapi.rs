@@ -13,7 +13,15 @@ use utoipa::OpenApi;
         crate::routes::health::healthz,
         crate::routes::health::readyz,
         crate::routes::well_known::security_txt,
-        crate::routes::well_known::jwks
+        crate::routes::well_known::jwks,
+        crate::routes::auth::signup,
+        crate::routes::auth::login,
+        crate::routes::auth::refresh,
+        crate::routes::auth::logout,
+        crate::routes::auth::me,
+        crate::routes::auth::list_sessions,
+        crate::routes::auth::revoke_session,
+        crate::routes::auth::revoke_sessions
     ),
     components(schemas(crate::error::Problem, crate::routes::health::HealthOut))
 )]

@@ -8,7 +8,7 @@ use axum::Router;
 use axum::extract::{MatchedPath, Request};
 use axum::http::{self as http, HeaderName, HeaderValue, Response, StatusCode};
 use axum::middleware::{from_fn, from_fn_with_state, map_response};
-use axum::routing::get;
+use axum::routing::{delete, get, post};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
@@ -52,6 +52,16 @@ pub fn app(state: AppState, http: &HttpConfig, opts: AppOptions) -> Router {
         )
         .route("/.well-known/jwks.json", get(routes::well_known::jwks))
         .route("/openapi.json", get(openapi::openapi_json))
+        .route("/v1/auth/signup", post(routes::auth::signup))
+        .route("/v1/auth/login", post(routes::auth::login))
+        .route("/v1/auth/refresh", post(routes::auth::refresh))
+        .route("/v1/auth/logout", post(routes::auth::logout))
+        .route("/v1/me", get(routes::auth::me))
+        .route(
+            "/v1/sessions",
+            get(routes::auth::list_sessions).delete(routes::auth::revoke_sessions),
+        )
+        .route("/v1/sessions/{id}", delete(routes::auth::revoke_session))
         .with_state(state);
     if let Some(extra) = extra {
         api = api.merge(extra);

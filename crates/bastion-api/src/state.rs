@@ -1,6 +1,8 @@
 use std::sync::Arc;
 
+use bastion_core::accounts::Accounts;
 use bastion_core::keys::SharedKeyRing;
+use bastion_core::sessions::Sessions;
 use bastion_store::Store;
 
 /// What every handler can reach. Cheap to clone.
@@ -13,4 +15,6 @@ pub struct AppState {
     pub keys: Arc<SharedKeyRing>,
     /// How long a superseded token key stays published, in milliseconds.
     pub jwks_overlap_ms: i64,
+    pub accounts: Arc<Accounts>,
+    pub sessions: Arc<Sessions>,
 }

@@ -1,6 +1,7 @@
 //! Bastion's domain: services and rules per area. No HTTP and no SQL here; storage goes through
 //! the `bastion-store` traits, cryptography through `bastion-crypto`.
 
+pub mod accounts;
 pub mod audit;
 pub mod clock;
 pub mod keys;

@@ -356,6 +356,50 @@ impl Sessions {
         Ok(done)
     }
 
+    /// The user's sessions, newest first (read in the user's own scope).
+    pub async fn list(&self, user_id: &str) -> Result<Vec<SessionRow>, SessionError> {
+        let scope = Scope::User {
+            user_id: user_id.to_owned(),
+            org_id: None,
+        };
+        Ok(self.store.sessions_of(&scope, user_id).await?)
+    }
+
+    /// Revokes one of the user's own sessions; `false` if it is not theirs or already ended.
+    pub async fn revoke_own(
+        &self,
+        user_id: &str,
+        session_id: &str,
+        reason: &str,
+    ) -> Result<bool, SessionError> {
+        let scope = Scope::User {
+            user_id: user_id.to_owned(),
+            org_id: None,
+        };
+        let done = self
+            .store
+            .revoke_session(&scope, session_id, self.clock.now_ms(), reason)
+            .await?;
+        if done && let Ok(mut cache) = self.liveness.lock() {
+            cache.insert(session_id.to_owned(), (false, self.clock.now_ms()));
+        }
+        if done {
+            self.audit
+                .record(
+                    AuditEvent::new(
+                        Category::Authentication,
+                        "session.revoked",
+                        Outcome::Success,
+                    )
+                    .actor(user_id.to_owned())
+                    .details(serde_json::json!({ "session": session_id, "reason": reason })),
+                )
+                .await
+                .map_err(|e| StoreError::Database(e.to_string()))?;
+        }
+        Ok(done)
+    }
+
     fn verifier(&self) -> Result<Arc<JwtVerifier>, SessionError> {
         let ring = self.keys.current();
         let mut slot = self

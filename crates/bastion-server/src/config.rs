@@ -34,6 +34,7 @@ pub struct Config {
     pub rate_limit: RateLimitConfig,
     pub tls: TlsConfig,
     pub tokens: TokensConfig,
+    pub auth: AuthConfig,
     pub audit: AuditConfig,
     pub security_txt: SecurityTxtConfig,
     pub log: LogConfig,
@@ -53,6 +54,58 @@ pub struct TokensConfig {
     pub algorithm: String,
     pub access_ttl_secs: u64,
     pub rotate_after_days: u64,
+    pub issuer: String,
+    pub audience: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    pub password_algorithm: String,
+    pub argon2_memory_kib: u32,
+    pub argon2_iterations: u32,
+    pub argon2_parallelism: u32,
+    pub bcrypt_cost: u32,
+    pub hashing_pool_size: usize,
+    pub password_deny_list: String,
+    pub session_idle_days: u64,
+    pub session_absolute_days: u64,
+    pub refresh_grace_secs: u64,
+    pub login_max_failures: u32,
+    pub login_window_secs: u64,
+    pub login_lockout_secs: u64,
+    pub login_ip_max_attempts: u32,
+}
+
+impl AuthConfig {
+    pub fn password_policy(&self) -> Result<bastion_crypto::password::PasswordPolicy, ConfigError> {
+        use bastion_crypto::password::{PasswordAlgorithm, PasswordPolicy};
+        let algorithm = match self.password_algorithm.as_str() {
+            "argon2id" => PasswordAlgorithm::Argon2id,
+            "bcrypt" => PasswordAlgorithm::Bcrypt,
+            other => {
+                return Err(ConfigError::Invalid(format!(
+                    "auth.password_algorithm must be \"argon2id\" or \"bcrypt\", not {other:?}"
+                )));
+            }
+        };
+        if !(4..=31).contains(&self.bcrypt_cost)
+            || self.argon2_memory_kib < 8
+            || self.argon2_iterations == 0
+            || self.argon2_parallelism == 0
+        {
+            return Err(ConfigError::Invalid(
+                "auth: argon2/bcrypt parameters out of range".into(),
+            ));
+        }
+        Ok(PasswordPolicy {
+            algorithm,
+            argon2_memory_kib: self.argon2_memory_kib,
+            argon2_iterations: self.argon2_iterations,
+            argon2_parallelism: self.argon2_parallelism,
+            bcrypt_cost: self.bcrypt_cost,
+        })
+    }
 }
 
 impl TokensConfig {
@@ -167,6 +220,13 @@ impl Config {
         let bad = |m: String| Err(ConfigError::Invalid(m));
         self.database()?;
         self.tokens.jwt_algorithm()?;
+        self.auth.password_policy()?;
+        if self.auth.login_max_failures == 0
+            || self.auth.login_ip_max_attempts == 0
+            || self.auth.session_idle_days == 0
+        {
+            return bad("auth.login_max_failures, auth.login_ip_max_attempts and auth.session_idle_days must be positive".into());
+        }
         if !(60..=86_400).contains(&self.tokens.access_ttl_secs) {
             return bad(format!(
                 "tokens.access_ttl_secs must be between 60 and 86400, not {}",

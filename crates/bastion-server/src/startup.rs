@@ -8,12 +8,15 @@ use std::time::Duration;
 use axum::Router;
 use bastion_api::AppState;
 use bastion_api::middleware::rate_limit::IpRateLimit;
+use bastion_core::accounts::{Accounts, LockoutPolicy};
 use bastion_core::audit::{AuditEvent, AuditLog, Category, Outcome};
 use bastion_core::keys::{KeyRing, KeyRingOptions, SharedKeyRing};
+use bastion_core::passwords::{PasswordHashing, PasswordRules};
+use bastion_core::sessions::{SessionPolicy, Sessions};
 use bastion_core::{Clock, SystemClock};
 use bastion_crypto::keyring::Purpose;
 use bastion_crypto::master::MasterKey;
-use bastion_store::{Store, StoredKey};
+use bastion_store::{Store, StoredKey, ThrottleRule};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -164,7 +167,10 @@ pub async fn run_with_routes(
         time::OffsetDateTime::now_utc(),
     )
     .map(Arc::from);
+    let (accounts, sessions) = auth_services(&bastion, &cfg)?;
     let state = AppState {
+        accounts,
+        sessions,
         store: bastion.store.clone(),
         security_txt,
         keys: bastion.keys.clone(),
@@ -255,6 +261,75 @@ pub async fn run_with_routes(
     while tasks.join_next().await.is_some() {}
     bastion.store.close().await;
     Ok(())
+}
+
+/// Sign-up, sign-in and sessions, configured from `[auth]` and `[tokens]`.
+pub fn auth_services(
+    b: &Bastion,
+    cfg: &Config,
+) -> Result<(Arc<Accounts>, Arc<Sessions>), StartupError> {
+    let a = &cfg.auth;
+    let policy = a
+        .password_policy()
+        .map_err(|e| StartupError::Config(e.to_string()))?;
+    let hashing = Arc::new(
+        PasswordHashing::new(policy, a.hashing_pool_size)
+            .map_err(|e| StartupError::Config(e.to_string()))?,
+    );
+    let mut rules = PasswordRules::default();
+    if !a.password_deny_list.is_empty() {
+        let text = std::fs::read_to_string(&a.password_deny_list).map_err(|e| {
+            StartupError::Config(format!(
+                "auth.password_deny_list {}: {e}",
+                a.password_deny_list
+            ))
+        })?;
+        rules = rules.with_deny_list(&text);
+    }
+    let day = 86_400_000i64;
+    let ms = |secs: u64| i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+    let session_policy = SessionPolicy {
+        access_ttl_ms: ms(cfg.tokens.access_ttl_secs),
+        idle_ttl_ms: i64::try_from(a.session_idle_days)
+            .unwrap_or(i64::MAX / day)
+            .saturating_mul(day),
+        absolute_ttl_ms: i64::try_from(a.session_absolute_days)
+            .unwrap_or(i64::MAX / day)
+            .saturating_mul(day),
+        grace_ms: ms(a.refresh_grace_secs),
+        issuer: cfg.tokens.issuer.clone(),
+        audience: cfg.tokens.audience.clone(),
+        ..SessionPolicy::default()
+    };
+    let sessions = Arc::new(Sessions::new(
+        b.store.clone(),
+        b.keys.clone(),
+        b.audit.clone(),
+        b.clock.clone(),
+        session_policy,
+    ));
+    let lockout = LockoutPolicy {
+        per_account: ThrottleRule {
+            max_attempts: a.login_max_failures,
+            window_ms: ms(a.login_window_secs),
+            lockout_ms: ms(a.login_lockout_secs),
+        },
+        per_ip: ThrottleRule {
+            max_attempts: a.login_ip_max_attempts,
+            window_ms: ms(a.login_window_secs),
+            lockout_ms: ms(a.login_lockout_secs),
+        },
+    };
+    let accounts = Arc::new(Accounts::new(
+        b.store.clone(),
+        hashing,
+        rules,
+        sessions.clone(),
+        b.audit.clone(),
+        b.clock.clone(),
+        lockout,
+    ));
+    Ok((accounts, sessions))
 }
 
 /// Completes on SIGTERM or SIGINT.

@@ -1,4 +1,5 @@
 //! One module per area of the API.
 
+pub mod auth;
 pub mod health;
 pub mod well_known;

@@ -3,6 +3,7 @@
 //! Each test starts its own server on a free port with a fresh data directory.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod auth;
 mod endpoints;
 mod hardening;
 mod lifecycle;

@@ -1,0 +1,412 @@
+//! Accounts, sign-in, refresh and sessions over HTTP (SPEC A1–A4, A8).
+
+use bastion_store::{AccountStore, Scope, UserRow};
+use bastion_testkit::app::{Spawn, TestApp, spawn_app};
+use serde_json::{Value, json};
+
+use crate::{assert_hardened, assert_problem, client};
+
+const PASSWORD: &str = "correct horse battery staple";
+
+async fn app(tweak: impl FnOnce(&mut bastion_server::Config)) -> TestApp {
+    spawn_app(Spawn::default(), tweak).await.unwrap()
+}
+
+async fn post(app: &TestApp, path: &str, body: Value) -> reqwest::Response {
+    client()
+        .post(app.url(path))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn signup_and_login(app: &TestApp, email: &str) -> Value {
+    let res = post(
+        app,
+        "/v1/auth/signup",
+        json!({ "email": email, "password": PASSWORD }),
+    )
+    .await;
+    assert_eq!(res.status(), 201);
+    let res = post(
+        app,
+        "/v1/auth/login",
+        json!({ "email": email, "password": PASSWORD, "device_name": "laptop" }),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    assert_hardened(&res);
+    res.json().await.unwrap()
+}
+
+fn bearer(tokens: &Value) -> String {
+    format!("Bearer {}", tokens["access_token"].as_str().unwrap())
+}
+
+#[tokio::test]
+async fn a1_a2_signup_login_me_refresh_and_logout() {
+    let app = app(|_| {}).await;
+    let tokens = signup_and_login(&app, "Ada@Example.com").await;
+    assert_eq!(tokens["token_type"], "Bearer");
+    assert_eq!(tokens["expires_in"], 900, "15-minute access tokens");
+    assert!(
+        tokens["refresh_token"]
+            .as_str()
+            .unwrap()
+            .starts_with("bst_rt_")
+    );
+
+    let me: Value = client()
+        .get(app.url("/v1/me"))
+        .header("authorization", bearer(&tokens))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["email"], "ada@example.com", "normalised");
+    assert_eq!(me["email_verified"], false);
+
+    let res = post(
+        &app,
+        "/v1/auth/refresh",
+        json!({ "refresh_token": tokens["refresh_token"] }),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    let rotated: Value = res.json().await.unwrap();
+    assert_ne!(rotated["refresh_token"], tokens["refresh_token"]);
+
+    let res = client()
+        .post(app.url("/v1/auth/logout"))
+        .header("authorization", bearer(&rotated))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    let res = client()
+        .get(app.url("/v1/me"))
+        .header("authorization", bearer(&rotated))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["www-authenticate"], "Bearer");
+    assert_problem(res, 401, "invalid_token").await;
+    let res = post(
+        &app,
+        "/v1/auth/refresh",
+        json!({ "refresh_token": rotated["refresh_token"] }),
+    )
+    .await;
+    assert_problem(res, 401, "invalid_token").await;
+
+    let res = client().get(app.url("/v1/me")).send().await.unwrap();
+    assert_problem(res, 401, "missing_token").await;
+}
+
+#[tokio::test]
+async fn a8_lockout_answers_alike_for_known_and_unknown_accounts() {
+    let app = app(|c| c.auth.login_max_failures = 3).await;
+    signup_and_login(&app, "known@example.com").await;
+    for email in ["known@example.com", "nobody@example.com"] {
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            let res = post(
+                &app,
+                "/v1/auth/login",
+                json!({ "email": email, "password": "wrong password!" }),
+            )
+            .await;
+            let status = res.status().as_u16();
+            let retry = res
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().parse::<u64>().unwrap());
+            let body: Value = res.json().await.unwrap();
+            seen.push((
+                status,
+                body["code"].as_str().unwrap().to_owned(),
+                retry.is_some_and(|r| r > 0),
+            ));
+        }
+        assert_eq!(
+            seen,
+            vec![
+                (401, "invalid_credentials".into(), false),
+                (401, "invalid_credentials".into(), false),
+                (401, "invalid_credentials".into(), false),
+                (429, "login_locked".into(), true),
+            ],
+            "{email}"
+        );
+    }
+    // Locked means locked: the right password does not get through either.
+    let res = post(
+        &app,
+        "/v1/auth/login",
+        json!({ "email": "known@example.com", "password": PASSWORD }),
+    )
+    .await;
+    assert_eq!(res.status(), 429);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a8_twenty_concurrent_wrong_passwords_are_evaluated_at_most_ten_times() {
+    let app = app(|_| {}).await;
+    signup_and_login(&app, "target@example.com").await;
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let url = app.url("/v1/auth/login");
+            tokio::spawn(async move {
+                client()
+                    .post(url)
+                    .json(&json!({ "email": "target@example.com", "password": "guess guess" }))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.unwrap());
+    }
+    // The successful login above cleared the counter: 10 evaluations, 10 refusals.
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 401).count(),
+        10,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        10,
+        "{statuses:?}"
+    );
+}
+
+#[tokio::test]
+async fn a1_bad_input_is_a_4xx_problem_that_echoes_no_secret() {
+    let app = app(|_| {}).await;
+    let secret_number = 918_273_645_u64;
+    let cases: Vec<(reqwest::RequestBuilder, u16, &str)> = vec![
+        (
+            client()
+                .post(app.url("/v1/auth/signup"))
+                .header("content-type", "application/json")
+                .body("{\"email\": "),
+            400,
+            "malformed_json",
+        ),
+        (
+            client().post(app.url("/v1/auth/signup")).body("email=a"),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            client()
+                .post(app.url("/v1/auth/signup"))
+                .json(&json!({ "email": "a@example.com", "password": secret_number })),
+            422,
+            "invalid_body",
+        ),
+        (
+            client()
+                .post(app.url("/v1/auth/signup"))
+                .json(&json!({ "email": "a@example.com" })),
+            422,
+            "invalid_body",
+        ),
+        (
+            client()
+                .post(app.url("/v1/auth/signup"))
+                .json(&json!({ "email": "a@example.com", "password": PASSWORD, "admin": true })),
+            422,
+            "invalid_body",
+        ),
+        (
+            client()
+                .post(app.url("/v1/auth/signup"))
+                .json(&json!({ "email": "not-an-email", "password": PASSWORD })),
+            422,
+            "invalid_email",
+        ),
+        (
+            client()
+                .post(app.url("/v1/auth/signup"))
+                .json(&json!({ "email": "b@example.com", "password": "short" })),
+            422,
+            "weak_password",
+        ),
+        (
+            client()
+                .post(app.url("/v1/auth/signup"))
+                .json(&json!({ "email": "c@example.com", "password": "x".repeat(10 << 20) })),
+            413,
+            "payload_too_large",
+        ),
+        (
+            client()
+                .post(app.url("/v1/auth/refresh"))
+                .json(&json!({ "refresh_token": "bst_rt_forged" })),
+            401,
+            "invalid_token",
+        ),
+    ];
+    for (req, status, code) in cases {
+        let res = req.send().await.unwrap();
+        let body = assert_problem(res, status, code).await;
+        assert!(
+            !body.to_string().contains(&secret_number.to_string()),
+            "{body}"
+        );
+    }
+    signup_and_login(&app, "dup@example.com").await;
+    let res = post(
+        &app,
+        "/v1/auth/signup",
+        json!({ "email": "DUP@example.com", "password": PASSWORD }),
+    )
+    .await;
+    assert_problem(res, 409, "email_taken").await;
+}
+
+#[tokio::test]
+async fn a4_sessions_are_listed_and_revoked_one_by_one_or_all_but_current() {
+    let app = app(|_| {}).await;
+    let first = signup_and_login(&app, "multi@example.com").await;
+    let mut others = Vec::new();
+    for _ in 0..2 {
+        let res = post(
+            &app,
+            "/v1/auth/login",
+            json!({ "email": "multi@example.com", "password": PASSWORD, "device_name": "phone" }),
+        )
+        .await;
+        others.push(res.json::<Value>().await.unwrap());
+    }
+    let list: Vec<Value> = client()
+        .get(app.url("/v1/sessions"))
+        .header("authorization", bearer(&first))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list.len(), 3);
+    assert_eq!(list.iter().filter(|s| s["current"] == true).count(), 1);
+    assert!(list.iter().any(|s| s["device_name"] == "phone"));
+
+    // Someone else cannot revoke these (404, not 403).
+    let stranger = signup_and_login(&app, "stranger@example.com").await;
+    let res = client()
+        .delete(app.url(&format!(
+            "/v1/sessions/{}",
+            others[0]["session_id"].as_str().unwrap()
+        )))
+        .header("authorization", bearer(&stranger))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(res, 404, "not_found").await;
+
+    let res = client()
+        .delete(app.url(&format!(
+            "/v1/sessions/{}",
+            others[0]["session_id"].as_str().unwrap()
+        )))
+        .header("authorization", bearer(&first))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    let res = client()
+        .get(app.url("/v1/me"))
+        .header("authorization", bearer(&others[0]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.status(),
+        401,
+        "a revoked session's access token stops working"
+    );
+
+    let res = client()
+        .delete(app.url("/v1/sessions?except=current"))
+        .header("authorization", bearer(&first))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    assert_eq!(
+        client()
+            .get(app.url("/v1/me"))
+            .header("authorization", bearer(&others[1]))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(
+        client()
+            .get(app.url("/v1/me"))
+            .header("authorization", bearer(&first))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn a1_an_imported_bcrypt_hash_signs_in_and_is_upgraded_to_argon2id() {
+    let app = app(|_| {}).await;
+    let store = bastion_store_sqlite::SqliteStore::open_in_dir(&app.config.data_dir)
+        .await
+        .unwrap();
+    let imported = bcrypt::hash(PASSWORD, 12)
+        .unwrap()
+        .replacen("$2b$", "$2y$", 1);
+    let user = UserRow {
+        id: "usr_imported".into(),
+        email: "old@example.com".into(),
+        email_verified_ms: Some(1),
+        password_hash: Some(imported),
+        created_ms: 1,
+        updated_ms: 1,
+    };
+    store
+        .create_user(&Scope::System("import"), &user)
+        .await
+        .unwrap();
+    let res = post(
+        &app,
+        "/v1/auth/login",
+        json!({ "email": "old@example.com", "password": PASSWORD }),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    let after = store
+        .user_by_id(&Scope::System("test"), "usr_imported")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        after.password_hash.unwrap().starts_with("$argon2id$"),
+        "upgraded on login"
+    );
+    let res = post(
+        &app,
+        "/v1/auth/login",
+        json!({ "email": "old@example.com", "password": PASSWORD }),
+    )
+    .await;
+    assert_eq!(res.status(), 200, "and the upgraded hash works");
+}
