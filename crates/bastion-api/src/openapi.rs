@@ -19,6 +19,7 @@ use utoipa::OpenApi;
         crate::routes::auth::refresh,
         crate::routes::auth::logout,
         crate::routes::auth::me,
+        crate::routes::auth::change_password,
         crate::routes::auth::list_sessions,
         crate::routes::auth::revoke_session,
         crate::routes::auth::revoke_sessions

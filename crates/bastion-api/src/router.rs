@@ -57,6 +57,7 @@ pub fn app(state: AppState, http: &HttpConfig, opts: AppOptions) -> Router {
         .route("/v1/auth/refresh", post(routes::auth::refresh))
         .route("/v1/auth/logout", post(routes::auth::logout))
         .route("/v1/me", get(routes::auth::me))
+        .route("/v1/me/password", post(routes::auth::change_password))
         .route(
             "/v1/sessions",
             get(routes::auth::list_sessions).delete(routes::auth::revoke_sessions),

@@ -267,6 +267,78 @@ impl Accounts {
         Ok(issued)
     }
 
+    /// Changes the password after checking the current one (counted like a sign-in attempt),
+    /// then ends every other session of the user.
+    #[tracing::instrument(skip_all)]
+    pub async fn change_password(
+        &self,
+        user_id: &str,
+        current_session: &str,
+        current: SecretString,
+        new: SecretString,
+    ) -> Result<(), AccountError> {
+        let scope = Scope::User {
+            user_id: user_id.to_owned(),
+            org_id: None,
+        };
+        let user = self
+            .store
+            .user_by_id(&scope, user_id)
+            .await?
+            .ok_or(AccountError::InvalidCredentials)?;
+        let now = self.clock.now_ms();
+        let key = attempt_key("login-account", &user.email);
+        if let AttemptDecision::Locked { until_ms } = self
+            .store
+            .register_attempt(&SCOPE, &key, now, &self.lockout.per_account)
+            .await?
+        {
+            return Err(Self::locked(until_ms, now));
+        }
+        if !self
+            .hashing
+            .verify(current, user.password_hash.clone())
+            .await?
+            .matches
+        {
+            self.audit(
+                AuditEvent::new(
+                    Category::Authentication,
+                    "password.change_failed",
+                    Outcome::Failure,
+                )
+                .actor(user_id.to_owned()),
+            )
+            .await;
+            return Err(AccountError::InvalidCredentials);
+        }
+        self.store.clear_attempts(&SCOPE, &key).await?;
+        self.rules
+            .check(&new, Some(&user.email))
+            .map_err(AccountError::WeakPassword)?;
+        let hash = self.hashing.hash(new).await?;
+        self.store
+            .set_password_hash(&scope, user_id, &hash, now)
+            .await?;
+        for s in self.sessions.list(user_id).await? {
+            if s.revoked_ms.is_none() && s.id != current_session {
+                self.sessions
+                    .revoke_own(user_id, &s.id, "password_changed")
+                    .await?;
+            }
+        }
+        self.audit(
+            AuditEvent::new(
+                Category::Authentication,
+                "password.changed",
+                Outcome::Success,
+            )
+            .actor(user_id.to_owned()),
+        )
+        .await;
+        Ok(())
+    }
+
     /// The signed-in user's own account.
     pub async fn me(&self, user_id: &str) -> Result<Option<Account>, AccountError> {
         let scope = Scope::User {

@@ -233,10 +233,8 @@ pub enum JwtError {
 
 /// Verifies tokens against a set of public keys (current and retired, by `kid`).
 pub struct JwtVerifier {
-    keys: HashMap<String, (DecodingKey, Algorithm)>,
-    issuer: String,
-    audience: String,
-    leeway_secs: u64,
+    /// Per key id: the key, its algorithm and the validation rules, built once.
+    keys: HashMap<String, (DecodingKey, Algorithm, Validation)>,
 }
 
 impl JwtVerifier {
@@ -262,14 +260,15 @@ impl JwtVerifier {
             };
             let key =
                 DecodingKey::from_jwk(jwk).map_err(|_| CryptoError::BadKey("unusable JWK"))?;
-            keys.insert(kid, (key, alg));
+            let mut v = Validation::new(alg);
+            v.leeway = leeway_secs;
+            v.validate_nbf = true;
+            v.set_issuer(&[issuer]);
+            v.set_audience(&[audience]);
+            v.set_required_spec_claims(&["exp", "nbf", "iat", "iss", "aud", "sub"]);
+            keys.insert(kid, (key, alg, v));
         }
-        Ok(Self {
-            keys,
-            issuer: issuer.to_owned(),
-            audience: audience.to_owned(),
-            leeway_secs,
-        })
+        Ok(Self { keys })
     }
 
     /// Checks signature, `kid`, algorithm, `iss`, `aud`, `exp`, `nbf` (with leeway) and the
@@ -277,17 +276,11 @@ impl JwtVerifier {
     pub fn verify<C: DeserializeOwned>(&self, token: &str) -> Result<C, JwtError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| JwtError::Malformed)?;
         let kid = header.kid.ok_or(JwtError::MissingKid)?;
-        let (key, alg) = self.keys.get(&kid).ok_or(JwtError::UnknownKid)?;
+        let (key, alg, validation) = self.keys.get(&kid).ok_or(JwtError::UnknownKid)?;
         if header.alg != *alg {
             return Err(JwtError::WrongAlgorithm);
         }
-        let mut v = Validation::new(*alg);
-        v.leeway = self.leeway_secs;
-        v.validate_nbf = true;
-        v.set_issuer(&[&self.issuer]);
-        v.set_audience(&[&self.audience]);
-        v.set_required_spec_claims(&["exp", "nbf", "iat", "iss", "aud", "sub"]);
-        jsonwebtoken::decode::<C>(token, key, &v)
+        jsonwebtoken::decode::<C>(token, key, validation)
             .map(|d| d.claims)
             .map_err(|e| {
                 use jsonwebtoken::errors::ErrorKind as K;

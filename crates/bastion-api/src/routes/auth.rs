@@ -258,3 +258,32 @@ pub async fn revoke_sessions(
     }
     Ok(StatusCode::NO_CONTENT)
 }
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordChangeIn {
+    #[schema(value_type = String, format = Password)]
+    pub current_password: SecretString,
+    #[schema(value_type = String, format = Password)]
+    pub new_password: SecretString,
+}
+
+/// Changes the password; every other session of the user ends.
+#[utoipa::path(post, path = "/v1/me/password", tag = "auth", request_body = PasswordChangeIn,
+    responses((status = 204), (status = 401, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
+pub async fn change_password(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    JsonBody(body): JsonBody<PasswordChangeIn>,
+) -> Result<StatusCode, ApiError> {
+    state
+        .accounts
+        .change_password(
+            &p.user_id,
+            &p.session_id,
+            body.current_password,
+            body.new_password,
+        )
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

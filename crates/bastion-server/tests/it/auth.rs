@@ -410,3 +410,80 @@ async fn a1_an_imported_bcrypt_hash_signs_in_and_is_upgraded_to_argon2id() {
     .await;
     assert_eq!(res.status(), 200, "and the upgraded hash works");
 }
+
+#[tokio::test]
+async fn a1_a4_password_change_needs_the_current_password_and_ends_other_sessions() {
+    let app = app(|_| {}).await;
+    let here = signup_and_login(&app, "pw@example.com").await;
+    let other = post(
+        &app,
+        "/v1/auth/login",
+        json!({ "email": "pw@example.com", "password": PASSWORD }),
+    )
+    .await
+    .json::<Value>()
+    .await
+    .unwrap();
+    let change = |current: &str, new: &str| {
+        client()
+            .post(app.url("/v1/me/password"))
+            .header("authorization", bearer(&here))
+            .json(&json!({ "current_password": current, "new_password": new }))
+            .send()
+    };
+    assert_problem(
+        change("wrong current", "a brand new passphrase")
+            .await
+            .unwrap(),
+        401,
+        "invalid_credentials",
+    )
+    .await;
+    assert_problem(
+        change(PASSWORD, "short").await.unwrap(),
+        422,
+        "weak_password",
+    )
+    .await;
+    assert_eq!(
+        change(PASSWORD, "a brand new passphrase")
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+    assert_eq!(
+        client()
+            .get(app.url("/v1/me"))
+            .header("authorization", bearer(&here))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        client()
+            .get(app.url("/v1/me"))
+            .header("authorization", bearer(&other))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    let old = post(
+        &app,
+        "/v1/auth/login",
+        json!({ "email": "pw@example.com", "password": PASSWORD }),
+    )
+    .await;
+    assert_eq!(old.status(), 401);
+    let new = post(
+        &app,
+        "/v1/auth/login",
+        json!({ "email": "pw@example.com", "password": "a brand new passphrase" }),
+    )
+    .await;
+    assert_eq!(new.status(), 200);
+}
