@@ -183,8 +183,20 @@ impl From<bastion_core::accounts::AccountError> for ApiError {
                 code: "invalid_credentials",
             },
             E::Locked { retry_after_secs } => ApiError::Locked { retry_after_secs },
+            E::EmailNotVerified => ApiError::Invalid {
+                status: StatusCode::FORBIDDEN,
+                code: "email_not_verified",
+                detail: e.to_string(),
+            },
+            E::InvalidLink => ApiError::Invalid {
+                status: StatusCode::BAD_REQUEST,
+                code: "invalid_link",
+                detail: e.to_string(),
+            },
             E::Session(s) => s.into(),
-            E::Store(_) | E::Hashing(_) => ApiError::Internal(e.to_string()),
+            E::Store(_) | E::Hashing(_) | E::Mail(_) | E::Link(_) => {
+                ApiError::Internal(e.to_string())
+            }
         }
     }
 }

@@ -56,6 +56,13 @@ pub fn app(state: AppState, http: &HttpConfig, opts: AppOptions) -> Router {
         .route("/v1/auth/login", post(routes::auth::login))
         .route("/v1/auth/refresh", post(routes::auth::refresh))
         .route("/v1/auth/logout", post(routes::auth::logout))
+        .route("/v1/auth/verify-email", post(routes::auth::verify_email))
+        .route(
+            "/v1/auth/verify-email/resend",
+            post(routes::auth::resend_verification),
+        )
+        .route("/v1/auth/password/forgot", post(routes::auth::forgot_password))
+        .route("/v1/auth/password/reset", post(routes::auth::reset_password))
         .route("/v1/me", get(routes::auth::me))
         .route("/v1/me/password", post(routes::auth::change_password))
         .route(

@@ -1,5 +1,7 @@
-//! Sign-up and sign-in (SPEC A1, A8): email + password accounts, lockouts counted before any
-//! hashing, the same work and the same answers whether or not an account exists, and hashes
+//! Accounts (SPEC A1, A7, A8): sign-up with email verification, sign-in with lockouts counted
+//! before any hashing, password change and reset by magic link, and accounts created by an
+//! administrator. Sign-up, sign-in, forgot-password and resend-verification answer the same
+//! whether or not an account exists, and do the same work before answering; hashes are
 //! upgraded to the configured algorithm on the next successful sign-in.
 
 use std::sync::Arc;
@@ -9,19 +11,26 @@ use secrecy::SecretString;
 
 use crate::Clock;
 use crate::audit::{AuditEvent, AuditLog, Category, Outcome};
+use crate::links::{LinkError, LinkPurpose, MagicLinks};
+use crate::mail::{MailError, Mailer, Template};
 use crate::passwords::{HashingError, PasswordHashing, PasswordRejected, PasswordRules};
 use crate::sessions::{Device, IssuedTokens, SessionError, Sessions};
 
 const SCOPE: Scope = Scope::System("accounts");
 
-/// Failed-login limits, counted in the database so they hold across nodes.
+/// Failed-login limits, counted in the database so they hold across nodes, and the rest of
+/// the account rules.
 #[derive(Debug, Clone, Copy)]
-pub struct LockoutPolicy {
+pub struct AccountPolicy {
     pub per_account: ThrottleRule,
     pub per_ip: ThrottleRule,
+    /// Link and notice emails per address, so nobody can flood an inbox through Bastion.
+    pub mail_per_address: ThrottleRule,
+    /// Sign-in is refused until the address is verified.
+    pub require_verified_email: bool,
 }
 
-impl Default for LockoutPolicy {
+impl Default for AccountPolicy {
     fn default() -> Self {
         let fifteen_minutes = 15 * 60_000;
         Self {
@@ -35,6 +44,12 @@ impl Default for LockoutPolicy {
                 window_ms: fifteen_minutes,
                 lockout_ms: fifteen_minutes,
             },
+            mail_per_address: ThrottleRule {
+                max_attempts: 5,
+                window_ms: 60 * 60_000,
+                lockout_ms: 60 * 60_000,
+            },
+            require_verified_email: true,
         }
     }
 }
@@ -52,12 +67,31 @@ pub enum AccountError {
     InvalidCredentials,
     #[error("too many attempts; retry in {retry_after_secs} s")]
     Locked { retry_after_secs: u64 },
+    /// Only after the password matched, so it reveals nothing to someone without it.
+    #[error("confirm your email address first: open the link we sent, or ask for a new one")]
+    EmailNotVerified,
+    /// Unknown, used, expired or superseded: one answer.
+    #[error("this link is invalid or has expired")]
+    InvalidLink,
     #[error("account storage: {0}")]
     Store(#[from] StoreError),
     #[error(transparent)]
     Hashing(#[from] HashingError),
     #[error(transparent)]
     Session(#[from] SessionError),
+    #[error(transparent)]
+    Mail(#[from] MailError),
+    #[error(transparent)]
+    Link(LinkError),
+}
+
+impl From<LinkError> for AccountError {
+    fn from(e: LinkError) -> Self {
+        match e {
+            LinkError::Invalid => Self::InvalidLink,
+            other => Self::Link(other),
+        }
+    }
 }
 
 /// Trims and lower-cases an email and checks its shape (not deliverability).
@@ -100,6 +134,18 @@ impl From<UserRow> for Account {
     }
 }
 
+/// What [`Accounts`] works with.
+pub struct AccountDeps {
+    pub store: Arc<dyn Store>,
+    pub hashing: Arc<PasswordHashing>,
+    pub rules: PasswordRules,
+    pub sessions: Arc<Sessions>,
+    pub audit: Arc<AuditLog>,
+    pub clock: Arc<dyn Clock>,
+    pub links: Arc<MagicLinks>,
+    pub mailer: Arc<Mailer>,
+}
+
 pub struct Accounts {
     store: Arc<dyn Store>,
     hashing: Arc<PasswordHashing>,
@@ -107,7 +153,9 @@ pub struct Accounts {
     sessions: Arc<Sessions>,
     audit: Arc<AuditLog>,
     clock: Arc<dyn Clock>,
-    lockout: LockoutPolicy,
+    links: Arc<MagicLinks>,
+    mailer: Arc<Mailer>,
+    lockout: AccountPolicy,
 }
 
 fn attempt_key(kind: &str, value: &str) -> String {
@@ -123,23 +171,17 @@ fn hex_prefix(h: &[u8; 32]) -> String {
 }
 
 impl Accounts {
-    pub fn new(
-        store: Arc<dyn Store>,
-        hashing: Arc<PasswordHashing>,
-        rules: PasswordRules,
-        sessions: Arc<Sessions>,
-        audit: Arc<AuditLog>,
-        clock: Arc<dyn Clock>,
-        lockout: LockoutPolicy,
-    ) -> Self {
+    pub fn new(deps: AccountDeps, policy: AccountPolicy) -> Self {
         Self {
-            store,
-            hashing,
-            rules,
-            sessions,
-            audit,
-            clock,
-            lockout,
+            store: deps.store,
+            hashing: deps.hashing,
+            rules: deps.rules,
+            sessions: deps.sessions,
+            audit: deps.audit,
+            clock: deps.clock,
+            links: deps.links,
+            mailer: deps.mailer,
+            lockout: policy,
         }
     }
 
@@ -150,29 +192,188 @@ impl Accounts {
         }
     }
 
-    /// Creates an account with a password.
+    /// Creates an account with a password and mails a verification link. The answer is the
+    /// same when the address already has an account: its owner gets a notice instead, so
+    /// sign-up cannot be used to discover who has an account.
     #[tracing::instrument(skip_all)]
-    pub async fn sign_up(
-        &self,
-        email: &str,
-        password: SecretString,
-    ) -> Result<Account, AccountError> {
+    pub async fn sign_up(&self, email: &str, password: SecretString) -> Result<(), AccountError> {
         let email = normalize_email(email)?;
         self.rules
             .check(&password, Some(&email))
             .map_err(AccountError::WeakPassword)?;
         let hash = self.hashing.hash(password).await?;
         let now = self.clock.now_ms();
-        let mut id = [0u8; 16];
-        bastion_crypto::random_bytes(&mut id).map_err(HashingError::from)?;
         let user = UserRow {
-            id: format!(
-                "usr_{}",
-                id.iter().map(|b| format!("{b:02x}")).collect::<String>()
-            ),
+            id: crate::ids::new_id("usr").map_err(HashingError::from)?,
             email,
             email_verified_ms: None,
             password_hash: Some(hash),
+            super_admin: false,
+            created_ms: now,
+            updated_ms: now,
+        };
+        match self.store.create_user(&SCOPE, &user).await {
+            Ok(()) => {
+                self.audit(
+                    AuditEvent::new(
+                        Category::Authentication,
+                        "account.created",
+                        Outcome::Success,
+                    )
+                    .actor(user.id.clone()),
+                )
+                .await;
+                self.send_link(LinkPurpose::VerifyEmail, &user).await
+            }
+            Err(StoreError::Conflict(_)) => {
+                if self.mail_allowed(&user.email).await? {
+                    self.mailer
+                        .enqueue(&user.email, &Template::AlreadyRegistered)
+                        .await?;
+                }
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Counts one email to `email` and says whether it may be sent (SPEC A8's counters, keyed
+    /// by a hash of the address).
+    async fn mail_allowed(&self, email: &str) -> Result<bool, AccountError> {
+        let decision = self
+            .store
+            .register_attempt(
+                &SCOPE,
+                &attempt_key("mail", email),
+                self.clock.now_ms(),
+                &self.lockout.mail_per_address,
+            )
+            .await?;
+        Ok(matches!(decision, AttemptDecision::Allowed { .. }))
+    }
+
+    /// Mails a verification or reset link to `user`, unless their inbox had enough for now.
+    async fn send_link(&self, purpose: LinkPurpose, user: &UserRow) -> Result<(), AccountError> {
+        if !self.mail_allowed(&user.email).await? {
+            tracing::info!(user = %user.id, purpose = purpose.as_str(), "link mail throttled");
+            return Ok(());
+        }
+        self.links
+            .send(purpose, &user.id, &user.email, |link| match purpose {
+                LinkPurpose::VerifyEmail => Template::VerifyEmail { link },
+                LinkPurpose::ResetPassword => Template::ResetPassword { link },
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Starts "forgot password" or "resend verification" for `email` in the background and
+    /// returns at once, so neither the answer nor its timing depends on whether the account
+    /// exists. Only a malformed address is refused.
+    pub fn request_link(
+        self: &Arc<Self>,
+        purpose: LinkPurpose,
+        email: &str,
+    ) -> Result<(), AccountError> {
+        let email = normalize_email(email)?;
+        let this = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = this.request_link_now(purpose, &email).await {
+                tracing::error!(error = %e, purpose = purpose.as_str(), "link request failed");
+            }
+        });
+        Ok(())
+    }
+
+    async fn request_link_now(&self, purpose: LinkPurpose, email: &str) -> Result<(), AccountError> {
+        let Some(user) = self.store.user_by_email(&SCOPE, email).await? else {
+            return Ok(());
+        };
+        if purpose == LinkPurpose::VerifyEmail && user.email_verified_ms.is_some() {
+            return Ok(());
+        }
+        self.send_link(purpose, &user).await
+    }
+
+    /// Consumes a verification link: the address it was sent to is now verified.
+    #[tracing::instrument(skip_all)]
+    pub async fn verify_email(&self, token: &SecretString) -> Result<(), AccountError> {
+        let link = self.links.consume(LinkPurpose::VerifyEmail, token).await?;
+        let user = self
+            .store
+            .user_by_id(&SCOPE, &link.subject)
+            .await?
+            .filter(|u| u.email == link.email)
+            .ok_or(AccountError::InvalidLink)?;
+        self.store
+            .mark_email_verified(&SCOPE, &user.id, self.clock.now_ms())
+            .await?;
+        self.audit(
+            AuditEvent::new(Category::Authentication, "email.verified", Outcome::Success)
+                .actor(user.id),
+        )
+        .await;
+        Ok(())
+    }
+
+    /// Consumes a reset link and sets a new password: every session of the account ends, its
+    /// login lockout is lifted, and the address counts as verified (the link proved it).
+    #[tracing::instrument(skip_all)]
+    pub async fn reset_password(
+        &self,
+        token: &SecretString,
+        new: SecretString,
+    ) -> Result<(), AccountError> {
+        self.rules
+            .check(&new, None)
+            .map_err(AccountError::WeakPassword)?;
+        let link = self.links.consume(LinkPurpose::ResetPassword, token).await?;
+        let user = self
+            .store
+            .user_by_id(&SCOPE, &link.subject)
+            .await?
+            .filter(|u| u.email == link.email)
+            .ok_or(AccountError::InvalidLink)?;
+        self.rules
+            .check(&new, Some(&user.email))
+            .map_err(AccountError::WeakPassword)?;
+        let hash = self.hashing.hash(new).await?;
+        let now = self.clock.now_ms();
+        self.store
+            .set_password_hash(&SCOPE, &user.id, &hash, now)
+            .await?;
+        self.store.mark_email_verified(&SCOPE, &user.id, now).await?;
+        self.store
+            .clear_attempts(&SCOPE, &attempt_key("login-account", &user.email))
+            .await?;
+        for s in self.sessions.list(&user.id).await? {
+            if s.revoked_ms.is_none() {
+                self.sessions.revoke(&s.id, "password_reset").await?;
+            }
+        }
+        self.audit(
+            AuditEvent::new(Category::Authentication, "password.reset", Outcome::Success)
+                .actor(user.id),
+        )
+        .await;
+        Ok(())
+    }
+
+    /// An account created by an administrator (`bastion admin create-user`): no password; the
+    /// returned one-time link sets it. Nothing is mailed.
+    pub async fn create_by_admin(
+        &self,
+        email: &str,
+        super_admin: bool,
+    ) -> Result<(Account, SecretString), AccountError> {
+        let email = normalize_email(email)?;
+        let now = self.clock.now_ms();
+        let user = UserRow {
+            id: crate::ids::new_id("usr").map_err(HashingError::from)?,
+            email,
+            email_verified_ms: None,
+            password_hash: None,
+            super_admin,
             created_ms: now,
             updated_ms: now,
         };
@@ -181,16 +382,17 @@ impl Accounts {
             Err(StoreError::Conflict(_)) => return Err(AccountError::EmailTaken),
             Err(e) => return Err(e.into()),
         }
+        let link = self
+            .links
+            .hand_over(LinkPurpose::ResetPassword, &user.id, &user.email)
+            .await?;
         self.audit(
-            AuditEvent::new(
-                Category::Authentication,
-                "account.created",
-                Outcome::Success,
-            )
-            .actor(user.id.clone()),
+            AuditEvent::new(Category::Admin, "account.created", Outcome::Success)
+                .actor("cli".to_owned())
+                .details(serde_json::json!({ "user": user.id, "super_admin": super_admin })),
         )
         .await;
-        Ok(user.into())
+        Ok((user.into(), link))
     }
 
     fn locked(until_ms: i64, now_ms: i64) -> AccountError {
@@ -242,6 +444,9 @@ impl Accounts {
             return Err(AccountError::InvalidCredentials);
         };
         self.store.clear_attempts(&SCOPE, &account_key).await?;
+        if self.lockout.require_verified_email && user.email_verified_ms.is_none() {
+            return Err(AccountError::EmailNotVerified);
+        }
         if verdict.needs_rehash {
             let upgraded = self.hashing.hash(password).await?;
             self.store
@@ -337,6 +542,11 @@ impl Accounts {
         )
         .await;
         Ok(())
+    }
+
+    /// How long a magic link works.
+    pub fn link_ttl_ms(&self) -> i64 {
+        self.links.ttl_ms()
     }
 
     /// The signed-in user's own account.

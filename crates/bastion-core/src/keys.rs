@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use aws_lc_rs::hmac;
 use bastion_crypto::CryptoError;
+use bastion_crypto::envelope::{DataKey, EnvelopeHeader};
 use bastion_crypto::jwt::{JwtAlgorithm, JwtSigningKey};
 use bastion_crypto::keyring::{Kek, KeyAlgorithm, Purpose, PurposeKey, WrappedKey};
 use bastion_crypto::master::MasterKey;
@@ -267,6 +268,27 @@ impl KeyRing {
             Some(PurposeKey::Mac(k)) => Ok(k),
             _ => Err(KeyError::Missing("refresh")),
         }
+    }
+
+    /// The newest AES-256-GCM key of `purpose`: it seals new data.
+    pub fn data_key(&self, purpose: Purpose) -> Result<&DataKey, KeyError> {
+        match self.newest(purpose).map(|e| &e.key) {
+            Some(PurposeKey::Data(k)) => Ok(k),
+            _ => Err(KeyError::Missing(purpose.as_str())),
+        }
+    }
+
+    /// The key of `purpose` named in `envelope`'s header, retired or not (so older data opens).
+    pub fn data_key_for(&self, purpose: Purpose, envelope: &[u8]) -> Result<&DataKey, KeyError> {
+        let header = EnvelopeHeader::parse(envelope)?;
+        self.entries
+            .iter()
+            .filter(|e| e.record.purpose == purpose.as_str())
+            .find_map(|e| match &e.key {
+                PurposeKey::Data(k) if k.key_id() == header.key_id => Some(k),
+                _ => None,
+            })
+            .ok_or(KeyError::Missing(purpose.as_str()))
     }
 
     /// Key records (no secrets) for `bastion keys status`.

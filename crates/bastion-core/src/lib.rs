@@ -3,8 +3,12 @@
 
 pub mod accounts;
 pub mod audit;
+pub mod cleanup;
 pub mod clock;
+pub mod ids;
 pub mod keys;
+pub mod links;
+pub mod mail;
 pub mod passwords;
 pub mod sessions;
 

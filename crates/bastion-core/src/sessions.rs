@@ -131,12 +131,6 @@ pub enum SessionError {
     Crypto(#[from] bastion_crypto::CryptoError),
 }
 
-fn random_id(prefix: &str) -> Result<String, bastion_crypto::CryptoError> {
-    let mut b = [0u8; 16];
-    bastion_crypto::random_bytes(&mut b)?;
-    Ok(format!("{prefix}{}", URL_SAFE_NO_PAD.encode(b)))
-}
-
 fn hash(token: &SecretString) -> [u8; 32] {
     bastion_crypto::sha256(token.expose_secret().as_bytes())
 }
@@ -206,7 +200,7 @@ impl Sessions {
             iat,
             nbf: iat,
             exp: iat + ttl,
-            jti: random_id("")?,
+            jti: crate::ids::new_id("jti")?,
             amr: vec!["pwd".into()],
         };
         Ok((SecretString::from(ring.token_signer()?.sign(&claims)?), ttl))
@@ -225,7 +219,7 @@ impl Sessions {
         let refresh =
             SecretString::from(format!("{REFRESH_PREFIX}{}", URL_SAFE_NO_PAD.encode(raw)));
         let row = SessionRow {
-            id: random_id("ses_")?,
+            id: crate::ids::new_id("ses")?,
             user_id: user_id.to_owned(),
             device_name: device.name.clone(),
             platform: device.platform.clone(),

@@ -25,6 +25,8 @@ pub enum Purpose {
     Tokens,
     /// HMAC keys that derive each refresh token's successor from it (no token is stored).
     Refresh,
+    /// AES-256-GCM keys that seal queued email, which may carry a magic link.
+    Mail,
 }
 
 /// The algorithm of one key.
@@ -57,13 +59,19 @@ impl KeyAlgorithm {
 }
 
 impl Purpose {
-    pub const ALL: &'static [Purpose] = &[Purpose::Audit, Purpose::Tokens, Purpose::Refresh];
+    pub const ALL: &'static [Purpose] = &[
+        Purpose::Audit,
+        Purpose::Tokens,
+        Purpose::Refresh,
+        Purpose::Mail,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Audit => "audit",
             Self::Tokens => "tokens",
             Self::Refresh => "refresh",
+            Self::Mail => "mail",
         }
     }
 
@@ -77,6 +85,7 @@ impl Purpose {
             Self::Audit => KeyAlgorithm::Ed25519,
             Self::Tokens => KeyAlgorithm::Jwt(JwtAlgorithm::Rs256),
             Self::Refresh => KeyAlgorithm::HmacSha256,
+            Self::Mail => KeyAlgorithm::Aes256Gcm,
         }
     }
 
@@ -87,6 +96,7 @@ impl Purpose {
             (Self::Audit, KeyAlgorithm::Ed25519)
                 | (Self::Tokens, KeyAlgorithm::Jwt(_))
                 | (Self::Refresh, KeyAlgorithm::HmacSha256)
+                | (Self::Mail, KeyAlgorithm::Aes256Gcm)
         )
     }
 }

@@ -18,6 +18,7 @@ const NOT_CONFIG_ENV: &[&str] = &[
     "test_postgres_url",
     "test_require_postgres",
     "config",
+    "smtp_password",
 ];
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
@@ -36,8 +37,44 @@ pub struct Config {
     pub tokens: TokensConfig,
     pub auth: AuthConfig,
     pub audit: AuditConfig,
+    pub email: EmailConfig,
+    pub cleanup: CleanupConfig,
     pub security_txt: SecurityTxtConfig,
     pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct EmailConfig {
+    pub transport: String,
+    pub from: String,
+    pub product_name: String,
+    pub link_base_url: String,
+    pub retry_base_secs: u64,
+    pub retry_max_secs: u64,
+    pub max_attempts: u32,
+    pub poll_interval_ms: u64,
+    pub retention_days: u64,
+    pub smtp: SmtpConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpConfig {
+    pub host: String,
+    pub port: u16,
+    pub security: String,
+    pub username: String,
+    pub password_file: String,
+    pub hello_name: String,
+    pub timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CleanupConfig {
+    pub interval_secs: u64,
+    pub batch_size: u32,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
@@ -75,6 +112,9 @@ pub struct AuthConfig {
     pub login_window_secs: u64,
     pub login_lockout_secs: u64,
     pub login_ip_max_attempts: u32,
+    pub require_verified_email: bool,
+    pub link_ttl_secs: u64,
+    pub mail_per_address_per_hour: u32,
 }
 
 impl AuthConfig {
@@ -269,6 +309,43 @@ impl Config {
                 "http.request_timeout_ms and http.body_limit_bytes must be positive".into(),
             );
         }
+        if !matches!(self.email.transport.as_str(), "file" | "smtp") {
+            return bad(format!(
+                "email.transport must be \"file\" or \"smtp\", not {:?}",
+                self.email.transport
+            ));
+        }
+        if self.email.transport == "smtp" && self.email.smtp.host.is_empty() {
+            return bad("email.transport = \"smtp\" needs email.smtp.host".into());
+        }
+        if !matches!(self.email.smtp.security.as_str(), "starttls" | "tls" | "none") {
+            return bad(format!(
+                "email.smtp.security must be \"starttls\", \"tls\" or \"none\", not {:?}",
+                self.email.smtp.security
+            ));
+        }
+        if self.email.from.parse::<lettre::message::Mailbox>().is_err() {
+            return bad(format!(
+                "email.from must be an address like \"Acme <no-reply@acme.example>\", not {:?}",
+                self.email.from
+            ));
+        }
+        let base = &self.email.link_base_url;
+        if !base.is_empty() && !(base.starts_with("https://") || base.starts_with("http://")) {
+            return bad(format!(
+                "email.link_base_url must be an http(s):// origin, not {base:?}"
+            ));
+        }
+        if self.email.max_attempts == 0
+            || self.email.retry_base_secs == 0
+            || self.email.poll_interval_ms == 0
+            || self.auth.link_ttl_secs == 0
+            || self.auth.mail_per_address_per_hour == 0
+            || self.cleanup.interval_secs == 0
+            || self.cleanup.batch_size == 0
+        {
+            return bad("email.max_attempts, email.retry_base_secs, email.poll_interval_ms, auth.link_ttl_secs, auth.mail_per_address_per_hour, cleanup.interval_secs and cleanup.batch_size must be positive".into());
+        }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return bad(format!(
                 "log.format must be \"text\" or \"json\", not {:?}",
@@ -282,6 +359,17 @@ impl Config {
             );
         }
         Ok(())
+    }
+
+    /// Where magic links point: `email.link_base_url`, else `public_url`, else this server.
+    pub fn link_base_url(&self) -> String {
+        if !self.email.link_base_url.is_empty() {
+            self.email.link_base_url.clone()
+        } else if !self.public_url.is_empty() {
+            self.public_url.clone()
+        } else {
+            format!("http://{}", self.listen)
+        }
     }
 
     /// The database to open: `database_url`, or SQLite in the data directory when empty.

@@ -1,10 +1,13 @@
-//! Background jobs: periodic audit checkpoints and rate-limiter sweeping. Each stops on shutdown.
+//! Background jobs: audit checkpoints, rate-limiter sweeping, key-ring upkeep, mail dispatch
+//! and cleanup. Each stops on shutdown.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bastion_api::middleware::rate_limit::IpRateLimit;
 use bastion_core::audit::AuditLog;
+use bastion_core::cleanup::Cleanup;
+use bastion_core::mail::{MailTransport, Mailer};
 use tokio::sync::watch;
 
 /// Signs a checkpoint every `every` while events arrive (SPEC U2).
@@ -67,6 +70,43 @@ pub async fn key_ring_upkeep(
                 }
                 if let Err(e) = bastion.reload_keys().await {
                     tracing::error!(error = %e, "key ring reload failed; keeping the keys in use");
+                }
+            }
+            _ = stopped(&mut shutdown) => break,
+        }
+    }
+}
+
+/// Delivers queued mail: at once when mail is queued on this node, and every `poll` for mail
+/// queued elsewhere or due for a retry. Leases keep two nodes from sending one message twice.
+pub async fn mail_dispatcher(
+    mailer: Arc<Mailer>,
+    transport: Arc<dyn MailTransport>,
+    poll: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(poll);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = mailer.wait_for_mail() => {}
+            _ = stopped(&mut shutdown) => break,
+        }
+        if let Err(e) = mailer.dispatch_due(transport.as_ref()).await {
+            tracing::error!(error = %e, "mail dispatch failed; will retry");
+        }
+    }
+}
+
+/// Purges what has ended every `every` (SPEC A6).
+pub async fn cleanup(cleanup: Arc<Cleanup>, every: Duration, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if let Err(e) = cleanup.run().await {
+                    tracing::error!(error = %e, "cleanup failed; will retry");
                 }
             }
             _ = stopped(&mut shutdown) => break,

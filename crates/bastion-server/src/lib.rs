@@ -4,6 +4,7 @@
 pub mod config;
 pub mod jobs;
 pub mod listen;
+pub mod mail;
 pub mod master_key;
 pub mod startup;
 pub mod storage;

@@ -8,7 +8,10 @@ use std::time::Duration;
 use axum::Router;
 use bastion_api::AppState;
 use bastion_api::middleware::rate_limit::IpRateLimit;
-use bastion_core::accounts::{Accounts, LockoutPolicy};
+use bastion_core::accounts::{AccountDeps, AccountPolicy, Accounts};
+use bastion_core::cleanup::{Cleanup, CleanupPolicy};
+use bastion_core::links::MagicLinks;
+use bastion_core::mail::{Branding, DispatchPolicy, Mailer};
 use bastion_core::audit::{AuditEvent, AuditLog, Category, Outcome};
 use bastion_core::keys::{KeyRing, KeyRingOptions, SharedKeyRing};
 use bastion_core::passwords::{PasswordHashing, PasswordRules};
@@ -167,10 +170,11 @@ pub async fn run_with_routes(
         time::OffsetDateTime::now_utc(),
     )
     .map(Arc::from);
-    let (accounts, sessions) = auth_services(&bastion, &cfg)?;
+    let services = auth_services(&bastion, &cfg)?;
+    let mail_transport = crate::mail::transport(&cfg)?;
     let state = AppState {
-        accounts,
-        sessions,
+        accounts: services.accounts.clone(),
+        sessions: services.sessions.clone(),
         store: bastion.store.clone(),
         security_txt,
         keys: bastion.keys.clone(),
@@ -233,6 +237,17 @@ pub async fn run_with_routes(
     if let Some(rl) = rate_limit {
         tasks.spawn(jobs::sweep_rate_limiter(rl, stop_rx.clone()));
     }
+    tasks.spawn(jobs::mail_dispatcher(
+        services.mailer.clone(),
+        mail_transport,
+        Duration::from_millis(cfg.email.poll_interval_ms),
+        stop_rx.clone(),
+    ));
+    tasks.spawn(jobs::cleanup(
+        services.cleanup.clone(),
+        Duration::from_secs(cfg.cleanup.interval_secs),
+        stop_rx.clone(),
+    ));
     tasks.spawn(jobs::key_ring_upkeep(
         bastion.clone(),
         cfg.tokens.rotate_after_days,
@@ -263,11 +278,21 @@ pub async fn run_with_routes(
     Ok(())
 }
 
-/// Sign-up, sign-in and sessions, configured from `[auth]` and `[tokens]`.
-pub fn auth_services(
-    b: &Bastion,
-    cfg: &Config,
-) -> Result<(Arc<Accounts>, Arc<Sessions>), StartupError> {
+/// The account services, built from `[auth]`, `[tokens]`, `[email]` and `[cleanup]`.
+pub struct AuthServices {
+    pub accounts: Arc<Accounts>,
+    pub sessions: Arc<Sessions>,
+    pub mailer: Arc<Mailer>,
+    pub cleanup: Arc<Cleanup>,
+}
+
+fn ms(secs: u64) -> i64 {
+    i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX)
+}
+
+/// Sign-up, sign-in, sessions, links, mail and cleanup, configured from `[auth]`, `[tokens]`,
+/// `[email]` and `[cleanup]`.
+pub fn auth_services(b: &Bastion, cfg: &Config) -> Result<AuthServices, StartupError> {
     let a = &cfg.auth;
     let policy = a
         .password_policy()
@@ -287,7 +312,6 @@ pub fn auth_services(
         rules = rules.with_deny_list(&text);
     }
     let day = 86_400_000i64;
-    let ms = |secs: u64| i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX);
     let session_policy = SessionPolicy {
         access_ttl_ms: ms(cfg.tokens.access_ttl_secs),
         idle_ttl_ms: i64::try_from(a.session_idle_days)
@@ -308,7 +332,7 @@ pub fn auth_services(
         b.clock.clone(),
         session_policy,
     ));
-    let lockout = LockoutPolicy {
+    let policy = AccountPolicy {
         per_account: ThrottleRule {
             max_attempts: a.login_max_failures,
             window_ms: ms(a.login_window_secs),
@@ -319,17 +343,65 @@ pub fn auth_services(
             window_ms: ms(a.login_window_secs),
             lockout_ms: ms(a.login_lockout_secs),
         },
+        mail_per_address: ThrottleRule {
+            max_attempts: a.mail_per_address_per_hour,
+            window_ms: 3_600_000,
+            lockout_ms: 3_600_000,
+        },
+        require_verified_email: a.require_verified_email,
     };
-    let accounts = Arc::new(Accounts::new(
+    let e = &cfg.email;
+    let mailer = Arc::new(Mailer::new(
         b.store.clone(),
-        hashing,
-        rules,
-        sessions.clone(),
-        b.audit.clone(),
+        b.keys.clone(),
         b.clock.clone(),
-        lockout,
+        Branding {
+            product: e.product_name.clone(),
+            link_ttl_minutes: i64::try_from(a.link_ttl_secs / 60).unwrap_or(i64::MAX),
+        },
+        DispatchPolicy {
+            retry_base_ms: ms(e.retry_base_secs),
+            retry_max_ms: ms(e.retry_max_secs.max(e.retry_base_secs)),
+            max_attempts: e.max_attempts,
+            lease_ms: ms(e.smtp.timeout_secs.saturating_mul(4).max(60)),
+            ..DispatchPolicy::default()
+        },
     ));
-    Ok((accounts, sessions))
+    let links = Arc::new(MagicLinks::new(
+        b.store.clone(),
+        mailer.clone(),
+        b.clock.clone(),
+        ms(a.link_ttl_secs),
+        &cfg.link_base_url(),
+    ));
+    let accounts = Arc::new(Accounts::new(
+        AccountDeps {
+            store: b.store.clone(),
+            hashing,
+            rules,
+            sessions: sessions.clone(),
+            audit: b.audit.clone(),
+            clock: b.clock.clone(),
+            links,
+            mailer: mailer.clone(),
+        },
+        policy,
+    ));
+    let cleanup = Arc::new(Cleanup::new(
+        b.store.clone(),
+        b.clock.clone(),
+        CleanupPolicy {
+            attempt_window_ms: ms(a.login_window_secs).max(3_600_000),
+            mail_retention_ms: ms(e.retention_days.saturating_mul(86_400)),
+            batch: cfg.cleanup.batch_size,
+        },
+    ));
+    Ok(AuthServices {
+        accounts,
+        sessions,
+        mailer,
+        cleanup,
+    })
 }
 
 /// Completes on SIGTERM or SIGINT.

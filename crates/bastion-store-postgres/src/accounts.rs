@@ -10,7 +10,8 @@ use sqlx::{Postgres, Row, Transaction};
 
 use crate::{PgStore, db_err};
 
-const USER_COLS: &str = "id, email, email_verified_ms, password_hash, created_ms, updated_ms";
+const USER_COLS: &str =
+    "id, email, email_verified_ms, password_hash, created_ms, updated_ms, super_admin";
 const SESSION_COLS: &str = "id, user_id, device_name, platform, ip, user_agent, created_ms, last_seen_ms, \
                             idle_expires_ms, absolute_expires_ms, revoked_ms, revoked_reason";
 
@@ -22,6 +23,7 @@ fn user(r: &PgRow) -> StoreResult<UserRow> {
         password_hash: r.try_get(3).map_err(db_err)?,
         created_ms: r.try_get(4).map_err(db_err)?,
         updated_ms: r.try_get(5).map_err(db_err)?,
+        super_admin: r.try_get(6).map_err(db_err)?,
     })
 }
 
@@ -56,7 +58,7 @@ impl AccountStore for PgStore {
         require_system(scope)?;
         let mut tx = self.begin(scope).await?;
         sqlx::query(
-            "INSERT INTO users (id, email, email_verified_ms, password_hash, created_ms, updated_ms) VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO users (id, email, email_verified_ms, password_hash, created_ms, updated_ms, super_admin) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&u.id)
         .bind(&u.email)
@@ -64,6 +66,7 @@ impl AccountStore for PgStore {
         .bind(u.password_hash.as_deref())
         .bind(u.created_ms)
         .bind(u.updated_ms)
+        .bind(u.super_admin)
         .execute(&mut *tx)
         .await
         .map_err(db_err)?;
@@ -113,6 +116,29 @@ impl AccountStore for PgStore {
                 .map_err(db_err)?;
         tx.commit().await.map_err(db_err)?;
         // Zero rows: absent, or hidden from this scope by row-level security.
+        if done.rows_affected() == 0 {
+            Err(StoreError::NotFound)
+        } else {
+            Ok(())
+        }
+    }
+
+    async fn mark_email_verified(
+        &self,
+        scope: &Scope,
+        user_id: &str,
+        now_ms: i64,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin(scope).await?;
+        let done = sqlx::query(
+            "UPDATE users SET email_verified_ms = COALESCE(email_verified_ms, $1), updated_ms = $1 WHERE id = $2",
+        )
+        .bind(now_ms)
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
         if done.rows_affected() == 0 {
             Err(StoreError::NotFound)
         } else {

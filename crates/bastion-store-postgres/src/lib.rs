@@ -15,6 +15,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{PgPool, Postgres, Row, Transaction};
 
 mod accounts;
+mod links_mail;
 
 /// Migrations, embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -428,18 +429,6 @@ impl LockoutStore for PgStore {
             .map_err(db_err)?;
         tx.commit().await.map_err(db_err)?;
         Ok(())
-    }
-
-    async fn purge_attempts(&self, scope: &Scope, now_ms: i64, window_ms: i64) -> StoreResult<u64> {
-        let mut tx = self.begin(scope).await?;
-        let done = sqlx::query("DELETE FROM attempt_counters WHERE locked_until_ms <= $1 AND window_start_ms + $2 <= $1")
-            .bind(now_ms)
-            .bind(window_ms)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
-        tx.commit().await.map_err(db_err)?;
-        Ok(done.rows_affected())
     }
 }
 

@@ -18,7 +18,8 @@ fn require_self_or_system(scope: &Scope, user_id: &str) -> StoreResult<()> {
     }
 }
 
-const USER_COLS: &str = "id, email, email_verified_ms, password_hash, created_ms, updated_ms";
+const USER_COLS: &str =
+    "id, email, email_verified_ms, password_hash, created_ms, updated_ms, super_admin";
 const SESSION_COLS: &str = "id, user_id, device_name, platform, ip, user_agent, created_ms, last_seen_ms, \
                             idle_expires_ms, absolute_expires_ms, revoked_ms, revoked_reason";
 
@@ -30,6 +31,7 @@ fn user(r: &SqliteRow) -> StoreResult<UserRow> {
         password_hash: r.try_get(3).map_err(db_err)?,
         created_ms: r.try_get(4).map_err(db_err)?,
         updated_ms: r.try_get(5).map_err(db_err)?,
+        super_admin: r.try_get(6).map_err(db_err)?,
     })
 }
 
@@ -55,7 +57,7 @@ impl AccountStore for SqliteStore {
     async fn create_user(&self, scope: &Scope, u: &UserRow) -> StoreResult<()> {
         require_system(scope)?;
         sqlx::query(
-            "INSERT INTO users (id, email, email_verified_ms, password_hash, created_ms, updated_ms) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO users (id, email, email_verified_ms, password_hash, created_ms, updated_ms, super_admin) VALUES (?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&u.id)
         .bind(&u.email)
@@ -63,6 +65,7 @@ impl AccountStore for SqliteStore {
         .bind(u.password_hash.as_deref())
         .bind(u.created_ms)
         .bind(u.updated_ms)
+        .bind(u.super_admin)
         .execute(&self.pool)
         .await
         .map_err(db_err)?;
@@ -108,6 +111,28 @@ impl AccountStore for SqliteStore {
             .execute(&self.pool)
             .await
             .map_err(db_err)?;
+        if done.rows_affected() == 0 {
+            Err(StoreError::NotFound)
+        } else {
+            Ok(())
+        }
+    }
+
+    async fn mark_email_verified(
+        &self,
+        scope: &Scope,
+        user_id: &str,
+        now_ms: i64,
+    ) -> StoreResult<()> {
+        require_self_or_system(scope, user_id)?;
+        let done = sqlx::query(
+            "UPDATE users SET email_verified_ms = COALESCE(email_verified_ms, ?1), updated_ms = ?1 WHERE id = ?2",
+        )
+        .bind(now_ms)
+        .bind(user_id)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
         if done.rows_affected() == 0 {
             Err(StoreError::NotFound)
         } else {

@@ -20,6 +20,7 @@ use tokio::sync::Mutex;
 const INSERT_CHUNK: usize = 100;
 
 mod accounts;
+mod links_mail;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -411,17 +412,6 @@ impl LockoutStore for SqliteStore {
             .await
             .map_err(db_err)?;
         Ok(())
-    }
-
-    async fn purge_attempts(&self, scope: &Scope, now_ms: i64, window_ms: i64) -> StoreResult<u64> {
-        require_system(scope)?;
-        let done = sqlx::query("DELETE FROM attempt_counters WHERE locked_until_ms <= ?1 AND window_start_ms + ?2 <= ?1")
-            .bind(now_ms)
-            .bind(window_ms)
-            .execute(&self.pool)
-            .await
-            .map_err(db_err)?;
-        Ok(done.rows_affected())
     }
 }
 

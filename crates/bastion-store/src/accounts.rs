@@ -9,6 +9,8 @@ pub struct UserRow {
     pub email: String,
     pub email_verified_ms: Option<i64>,
     pub password_hash: Option<String>,
+    /// Platform administrator (set only from the CLI).
+    pub super_admin: bool,
     pub created_ms: i64,
     pub updated_ms: i64,
 }
@@ -61,6 +63,13 @@ pub trait AccountStore {
         scope: &Scope,
         user_id: &str,
         hash: &str,
+        now_ms: i64,
+    ) -> StoreResult<()>;
+    /// Records that the user proved control of their email; idempotent.
+    async fn mark_email_verified(
+        &self,
+        scope: &Scope,
+        user_id: &str,
         now_ms: i64,
     ) -> StoreResult<()>;
 }

@@ -11,8 +11,8 @@
 use std::sync::Arc;
 
 use crate::{
-    AttemptDecision, ChainHead, CheckpointRecord, NewAuditEvent, Rotation, Scope, SessionRow,
-    Store, StoreError, StoredKey, ThrottleRule, UserRow,
+    AttemptDecision, ChainHead, CheckpointRecord, MagicLinkRow, NewAuditEvent, OutboundMail,
+    Purgeable, Rotation, Scope, SessionRow, Store, StoreError, StoredKey, ThrottleRule, UserRow,
 };
 
 const SYS: Scope = Scope::System("conformance");
@@ -259,6 +259,9 @@ pub async fn a8_concurrent_attempts_cannot_slip_past_the_limit<S: Store>(store: 
 /// A success clears the counter; expired counters are purged (A6); tenants cannot touch them.
 pub async fn a8_clear_purge_and_scope<S: Store>(store: Arc<S>) {
     let now = 1_700_000_000_000;
+    let stale = Purgeable::StaleAttempts {
+        window_ms: RULE.window_ms,
+    };
     for _ in 0..5 {
         store
             .register_attempt(&SYS, "acct:a", now, &RULE)
@@ -279,7 +282,7 @@ pub async fn a8_clear_purge_and_scope<S: Store>(store: Arc<S>) {
         .unwrap();
     assert_eq!(
         store
-            .purge_attempts(&SYS, now + 1, RULE.window_ms)
+            .purge(&SYS, stale, now + 1, 100)
             .await
             .unwrap(),
         0,
@@ -287,7 +290,7 @@ pub async fn a8_clear_purge_and_scope<S: Store>(store: Arc<S>) {
     );
     assert_eq!(
         store
-            .purge_attempts(&SYS, now + RULE.window_ms, RULE.window_ms)
+            .purge(&SYS, stale, now + RULE.window_ms, 100)
             .await
             .unwrap(),
         2
@@ -316,6 +319,7 @@ fn user_row(id: &str, email: &str) -> UserRow {
         email: email.into(),
         email_verified_ms: None,
         password_hash: Some("$argon2id$stub".into()),
+        super_admin: false,
         created_ms: 1,
         updated_ms: 1,
     }
@@ -595,6 +599,231 @@ pub async fn a4_sessions_are_per_user_and_revocation_ends_the_family<S: Store>(s
     );
 }
 
+fn link(token: u8, purpose: &str, subject: &str, created_ms: i64) -> MagicLinkRow {
+    MagicLinkRow {
+        token_hash: [token; 32],
+        purpose: purpose.into(),
+        subject: subject.into(),
+        email: "ada@example.com".into(),
+        created_ms,
+        expires_ms: created_ms + 1_800_000,
+    }
+}
+
+fn mail(id: &str, now: i64) -> OutboundMail {
+    OutboundMail {
+        id: id.into(),
+        recipient: "ada@example.com".into(),
+        template: "verify_email".into(),
+        sealed: vec![7; 40],
+        created_ms: now,
+    }
+}
+
+/// A link opens once, for its purpose, before expiry, and only while no newer one exists.
+pub async fn a7_magic_links_are_single_use_expiring_and_newest_only<S: Store>(store: Arc<S>) {
+    let now = 1_700_000_000_000;
+    store
+        .insert_link(&SYS, &link(1, "verify_email", "usr_a", now), Some(&mail("mail_1", now)))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.mail_counts(&SYS).await.unwrap().pending,
+        1,
+        "the link's mail is queued with it"
+    );
+    let consume = |t: u8, purpose: &'static str, at: i64| {
+        let store = store.clone();
+        async move { store.consume_link(&SYS, &[t; 32], purpose, at).await.unwrap() }
+    };
+    assert!(consume(1, "reset_password", now + 1).await.is_none(), "wrong purpose");
+    assert!(consume(9, "verify_email", now + 1).await.is_none(), "unknown token");
+    assert!(
+        consume(1, "verify_email", now + 1_800_000).await.is_none(),
+        "expired"
+    );
+    // A newer link for the same subject and purpose voids the older one.
+    store
+        .insert_link(&SYS, &link(2, "verify_email", "usr_a", now + 10), Some(&mail("mail_2", now)))
+        .await
+        .unwrap();
+    assert!(consume(1, "verify_email", now + 11).await.is_none(), "superseded");
+    // …but not links of another subject or purpose.
+    store
+        .insert_link(&SYS, &link(3, "reset_password", "usr_a", now + 12), Some(&mail("mail_3", now)))
+        .await
+        .unwrap();
+    let used = consume(2, "verify_email", now + 13).await.unwrap();
+    assert_eq!(
+        (used.purpose.as_str(), used.subject.as_str(), used.email.as_str()),
+        ("verify_email", "usr_a", "ada@example.com")
+    );
+    assert!(consume(2, "verify_email", now + 14).await.is_none(), "used once");
+    assert!(consume(3, "reset_password", now + 15).await.is_some());
+    // Not a tenant path.
+    let user = as_user("usr_a");
+    assert!(
+        store
+            .insert_link(&user, &link(4, "verify_email", "usr_a", now), Some(&mail("mail_4", now)))
+            .await
+            .is_err()
+    );
+    assert!(
+        store
+            .consume_link(&user, &[3; 32], "reset_password", now)
+            .await
+            .is_err()
+    );
+}
+
+/// Of many concurrent consumers of one token, exactly one gets the link.
+pub async fn a7_concurrent_consumers_of_one_link_have_one_winner<S: Store>(store: Arc<S>) {
+    let now = 1_700_000_000_000;
+    store
+        .insert_link(&SYS, &link(5, "reset_password", "usr_b", now), Some(&mail("mail_5", now)))
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .consume_link(&SYS, &[5; 32], "reset_password", now + i)
+                    .await
+                    .unwrap()
+                    .is_some()
+            })
+        })
+        .collect();
+    let mut winners = 0;
+    for t in tasks {
+        winners += usize::from(t.await.unwrap());
+    }
+    assert_eq!(winners, 1);
+}
+
+/// Due mail is leased to one dispatcher at a time, retried when it fails, and finished.
+pub async fn mail_outbox_leases_retries_and_finishes<S: Store>(store: Arc<S>) {
+    let now = 1_700_000_000_000;
+    for i in 0..3 {
+        store
+            .enqueue_mail(&SYS, &mail(&format!("mail_{i}"), now + i))
+            .await
+            .unwrap();
+    }
+    let first = store.claim_mail(&SYS, now + 10, 60_000, 2).await.unwrap();
+    let mut ids: Vec<_> = first.iter().map(|m| m.id.as_str()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["mail_0", "mail_1"], "the oldest due first");
+    assert!(first.iter().all(|m| m.attempts == 1 && m.sealed == vec![7; 40]));
+    let second = store.claim_mail(&SYS, now + 10, 60_000, 10).await.unwrap();
+    assert_eq!(second.len(), 1, "leased mail is not handed out twice");
+    assert!(store.claim_mail(&SYS, now + 20, 60_000, 10).await.unwrap().is_empty());
+    store
+        .mail_failed(&SYS, "mail_0", now + 30, Some(now + 1_000), "connection refused")
+        .await
+        .unwrap();
+    store.mail_sent(&SYS, "mail_1", now + 30).await.unwrap();
+    store
+        .mail_failed(&SYS, "mail_2", now + 30, None, "mailbox unavailable")
+        .await
+        .unwrap();
+    assert!(
+        store.claim_mail(&SYS, now + 999, 60_000, 10).await.unwrap().is_empty(),
+        "not before its retry time"
+    );
+    let retry = store.claim_mail(&SYS, now + 1_000, 60_000, 10).await.unwrap();
+    assert_eq!(
+        retry.iter().map(|m| (m.id.as_str(), m.attempts)).collect::<Vec<_>>(),
+        [("mail_0", 2)]
+    );
+    // An expired lease (a dispatcher that died) makes the mail due again.
+    let again = store.claim_mail(&SYS, now + 61_000, 60_000, 10).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].attempts, 3);
+    store.mail_sent(&SYS, "mail_0", now + 61_001).await.unwrap();
+    let counts = store.mail_counts(&SYS).await.unwrap();
+    assert_eq!((counts.pending, counts.sent, counts.failed), (0, 2, 1));
+    assert!(
+        store
+            .claim_mail(&as_user("usr_a"), now, 1, 1)
+            .await
+            .is_err()
+    );
+}
+
+/// Cleanup counts exactly what it then removes, in batches, and leaves live rows alone (A6).
+pub async fn a6_cleanup_counts_then_purges_only_what_ended<S: Store>(store: Arc<S>) {
+    let now = 1_700_000_000_000;
+    store.create_user(&SYS, &user_row("usr_c", "c@example.com")).await.unwrap();
+    let mut live = session_row("ses_live", "usr_c", now);
+    live.idle_expires_ms = now + 1_000;
+    let mut revoked = session_row("ses_revoked", "usr_c", now);
+    revoked.idle_expires_ms = now + 1_000;
+    let mut idle = session_row("ses_idle", "usr_c", now);
+    idle.idle_expires_ms = now - 1;
+    let mut old = session_row("ses_old", "usr_c", now);
+    old.absolute_expires_ms = now;
+    for (s, t) in [(&live, 1u8), (&revoked, 2), (&idle, 3), (&old, 4)] {
+        store.create_session(&SYS, s, &[t; 32]).await.unwrap();
+    }
+    store
+        .revoke_session(&SYS, "ses_revoked", now - 5, "logout")
+        .await
+        .unwrap();
+    // Links: one used, one expired, one live.
+    store
+        .insert_link(&SYS, &link(11, "verify_email", "usr_1", now - 10), Some(&mail("mail_a", now)))
+        .await
+        .unwrap();
+    store.consume_link(&SYS, &[11; 32], "verify_email", now - 9).await.unwrap();
+    store
+        .insert_link(&SYS, &link(12, "verify_email", "usr_2", now - 1_800_000), Some(&mail("mail_b", now)))
+        .await
+        .unwrap();
+    store
+        .insert_link(&SYS, &link(13, "verify_email", "usr_3", now), Some(&mail("mail_c", now)))
+        .await
+        .unwrap();
+    // Mail: one sent long ago, one sent just now, one pending.
+    store.mail_sent(&SYS, "mail_a", now - 8 * 86_400_000).await.unwrap();
+    store.mail_sent(&SYS, "mail_b", now - 1).await.unwrap();
+    let week = 7 * 86_400_000;
+    let kinds = [
+        (Purgeable::EndedSessions, 3),
+        (Purgeable::SpentLinks, 2),
+        (Purgeable::FinishedMail { retention_ms: week }, 1),
+    ];
+    for (what, n) in kinds {
+        assert_eq!(store.count_purgeable(&SYS, what, now).await.unwrap(), n, "{}", what.name());
+    }
+    assert_eq!(store.purge(&SYS, Purgeable::EndedSessions, now, 2).await.unwrap(), 2, "one batch");
+    assert_eq!(store.purge(&SYS, Purgeable::EndedSessions, now, 2).await.unwrap(), 1);
+    for (what, n) in &kinds[1..] {
+        assert_eq!(store.purge(&SYS, *what, now, 100).await.unwrap(), *n);
+    }
+    for (what, _) in kinds {
+        assert_eq!(store.count_purgeable(&SYS, what, now).await.unwrap(), 0);
+    }
+    assert!(store.session(&SYS, "ses_live").await.unwrap().is_some());
+    for (id, t) in [("ses_revoked", 2u8), ("ses_idle", 3), ("ses_old", 4)] {
+        assert!(store.session(&SYS, id).await.unwrap().is_none());
+        assert!(
+            store.find_refresh(&SYS, &[t; 32]).await.unwrap().is_none(),
+            "a purged session takes its refresh tokens with it"
+        );
+    }
+    assert!(store.find_refresh(&SYS, &[1; 32]).await.unwrap().is_some());
+    assert!(store.consume_link(&SYS, &[13; 32], "verify_email", now + 1).await.unwrap().is_some());
+    assert!(
+        store
+            .count_purgeable(&as_user("usr_c"), Purgeable::EndedSessions, now)
+            .await
+            .is_err(),
+        "cleanup is a system path"
+    );
+}
+
 /// Expands into one `#[tokio::test]` per conformance check (see the module docs for `$make`).
 #[macro_export]
 macro_rules! conformance_tests {
@@ -609,7 +838,11 @@ macro_rules! conformance_tests {
             a8_clear_purge_and_scope,
             a1_accounts_are_unique_by_email_and_private,
             a3_concurrent_rotations_of_one_token_have_one_winner,
-            a4_sessions_are_per_user_and_revocation_ends_the_family
+            a4_sessions_are_per_user_and_revocation_ends_the_family,
+            a7_magic_links_are_single_use_expiring_and_newest_only,
+            a7_concurrent_consumers_of_one_link_have_one_winner,
+            mail_outbox_leases_retries_and_finishes,
+            a6_cleanup_counts_then_purges_only_what_ended
         );
     };
     (@each $make:expr; $($name:ident),*) => {

@@ -6,16 +6,22 @@
 
 pub mod accounts;
 pub mod audit;
+pub mod cleanup;
 pub mod keyring;
+pub mod links;
 pub mod lockout;
+pub mod mail;
 mod scope;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
 pub use accounts::{AccountStore, RefreshRow, Rotation, SessionRow, SessionStore, UserRow};
+pub use cleanup::{CleanupStore, Purgeable};
 pub use audit::{AuditRecord, AuditStore, ChainHead, CheckpointRecord, NewAuditEvent, Sealer};
 pub use keyring::{KeyRingStore, StoredKey};
+pub use links::{ConsumedLink, MagicLinkRow, MagicLinkStore};
+pub use mail::{ClaimedMail, MailCounts, MailStore, OutboundMail};
 pub use lockout::{AttemptDecision, LockoutStore, ThrottleRule};
 pub use scope::Scope;
 
@@ -50,7 +56,17 @@ pub enum Isolation {
 /// A whole storage backend: every area's trait, plus health.
 #[async_trait::async_trait]
 pub trait Store:
-    AccountStore + AuditStore + KeyRingStore + LockoutStore + SessionStore + Send + Sync + 'static
+    AccountStore
+    + AuditStore
+    + CleanupStore
+    + KeyRingStore
+    + LockoutStore
+    + MagicLinkStore
+    + MailStore
+    + SessionStore
+    + Send
+    + Sync
+    + 'static
 {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;

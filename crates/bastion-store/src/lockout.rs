@@ -30,8 +30,7 @@ pub trait LockoutStore {
         now_ms: i64,
         rule: &ThrottleRule,
     ) -> StoreResult<AttemptDecision>;
-    /// Forgets `key`'s attempts (after a success).
+    /// Forgets `key`'s attempts (after a success). Stale counters go through
+    /// [`crate::CleanupStore`].
     async fn clear_attempts(&self, scope: &Scope, key: &str) -> StoreResult<()>;
-    /// Deletes counters whose window and lock have both ended; returns how many (SPEC A6).
-    async fn purge_attempts(&self, scope: &Scope, now_ms: i64, window_ms: i64) -> StoreResult<u64>;
 }

@@ -34,7 +34,12 @@ pub fn test_config(data_dir: &std::path::Path) -> Config {
         Some(Env::prefixed("BASTION_TESTKIT_IGNORED_")),
         &overrides,
     ) {
-        Ok(c) => c,
+        Ok(mut c) => {
+            // Cheap hashing keeps tests fast; the production parameters have their own tests.
+            c.auth.argon2_memory_kib = 1024;
+            c.auth.argon2_iterations = 1;
+            c
+        }
         Err(e) => panic!("default configuration must load: {e}"),
     }
 }

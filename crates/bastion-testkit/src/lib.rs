@@ -1,6 +1,7 @@
 //! Test support shared by every crate's integration tests.
 
 pub mod app;
+pub mod mail;
 pub mod pg;
 
 pub use app::{TestApp, spawn_app, test_config};

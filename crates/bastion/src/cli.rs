@@ -51,6 +51,28 @@ pub enum Command {
     /// TLS helpers.
     #[command(subcommand)]
     Tls(TlsCommand),
+    /// Purge ended sessions, spent links, stale lockout counters and old mail now.
+    Cleanup {
+        /// Only count what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Account administration.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Create an account with no password and print a one-time link that sets it (passwords
+    /// never go on a command line).
+    CreateUser {
+        #[arg(long)]
+        email: String,
+        /// Make the account a platform Super Admin.
+        #[arg(long)]
+        super_admin: bool,
+    },
 }
 
 #[derive(Debug, Args, Default)]
@@ -101,7 +123,7 @@ pub struct HealthcheckArgs {
 pub enum KeysCommand {
     /// Show the key ring: purposes, versions, key ids (never key material).
     Status,
-    /// Add the next version of a purpose's key (audit, tokens, refresh); new work uses it,
+    /// Add the next version of a purpose's key (audit, tokens, refresh, mail); new work uses it,
     /// older versions keep verifying.
     Rotate {
         #[arg(long)]

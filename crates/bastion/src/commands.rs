@@ -9,7 +9,9 @@ use bastion_crypto::keyring::Purpose;
 use bastion_server::config::{Config, DEFAULT_TOML};
 use bastion_server::{Bastion, telemetry};
 
-use crate::cli::{AuditCommand, Cli, Command, ConfigCommand, KeysCommand, TlsCommand};
+use crate::cli::{
+    AdminCommand, AuditCommand, Cli, Command, ConfigCommand, KeysCommand, TlsCommand,
+};
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     // Commands that need no configuration.
@@ -64,6 +66,39 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit(cmd) => audit_command(&cfg, cmd).await,
+        Command::Cleanup { dry_run } => {
+            let b = Bastion::open(&cfg).await?;
+            let services = bastion_server::startup::auth_services(&b, &cfg)?;
+            let (verb, rows) = if dry_run {
+                ("would remove", services.cleanup.preview().await?)
+            } else {
+                ("removed", services.cleanup.run().await?)
+            };
+            for (kind, n) in rows {
+                println!("{verb} {n:>8}  {kind}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Admin(AdminCommand::CreateUser { email, super_admin }) => {
+            let b = Bastion::open(&cfg).await?;
+            let services = bastion_server::startup::auth_services(&b, &cfg)?;
+            let (account, link) = services
+                .accounts
+                .create_by_admin(&email, super_admin)
+                .await?;
+            let minutes = services.accounts.link_ttl_ms() / 60_000;
+            println!(
+                "created {} <{}>{}",
+                account.id,
+                account.email,
+                if super_admin { " (super admin)" } else { "" }
+            );
+            println!(
+                "give this one-time link to its owner to set the password (expires in {minutes} minutes):"
+            );
+            println!("{}", secrecy::ExposeSecret::expose_secret(&link));
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Config(_) | Command::Healthcheck(_) | Command::Tls(_) => Ok(ExitCode::SUCCESS),
     }
 }

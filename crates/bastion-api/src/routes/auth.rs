@@ -3,6 +3,7 @@
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use bastion_core::links::LinkPurpose;
 use bastion_core::sessions::{Device, IssuedTokens};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -100,27 +101,109 @@ fn device(
     }
 }
 
-/// Creates an account.
+/// The answer to requests whose outcome must not reveal whether an account exists.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct AcceptedOut {
+    pub status: &'static str,
+    pub detail: &'static str,
+}
+
+const CHECK_EMAIL: AcceptedOut = AcceptedOut {
+    status: "accepted",
+    detail: "if the address can receive it, an email is on its way",
+};
+
+/// Creates an account and mails a verification link. The answer is the same when the address
+/// already has an account (its owner is told by email instead).
 #[utoipa::path(post, path = "/v1/auth/signup", tag = "auth", request_body = SignupIn,
-    responses((status = 201, body = MeOut), (status = 409, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
+    responses((status = 202, body = AcceptedOut), (status = 422, body = crate::error::Problem)))]
 pub async fn signup(
     State(state): State<AppState>,
     JsonBody(body): JsonBody<SignupIn>,
-) -> Result<(StatusCode, Json<MeOut>), ApiError> {
-    let a = state.accounts.sign_up(&body.email, body.password).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(MeOut {
-            id: a.id,
-            email: a.email,
-            email_verified: a.email_verified,
-        }),
-    ))
+) -> Result<(StatusCode, Json<AcceptedOut>), ApiError> {
+    state.accounts.sign_up(&body.email, body.password).await?;
+    Ok((StatusCode::ACCEPTED, Json(CHECK_EMAIL)))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EmailIn {
+    pub email: String,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenIn {
+    /// The `token` from the link's fragment (`bml_…`).
+    #[schema(value_type = String, format = Password)]
+    pub token: SecretString,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResetIn {
+    #[schema(value_type = String, format = Password)]
+    pub token: SecretString,
+    #[schema(value_type = String, format = Password)]
+    pub new_password: SecretString,
+}
+
+/// Confirms an email address with the link from the sign-up mail (once).
+#[utoipa::path(post, path = "/v1/auth/verify-email", tag = "auth", request_body = TokenIn,
+    responses((status = 204), (status = 400, body = crate::error::Problem)))]
+pub async fn verify_email(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<TokenIn>,
+) -> Result<StatusCode, ApiError> {
+    state.accounts.verify_email(&body.token).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Sends a new verification link if the address has an unverified account; same answer
+/// either way.
+#[utoipa::path(post, path = "/v1/auth/verify-email/resend", tag = "auth", request_body = EmailIn,
+    responses((status = 202, body = AcceptedOut), (status = 422, body = crate::error::Problem)))]
+pub async fn resend_verification(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<EmailIn>,
+) -> Result<(StatusCode, Json<AcceptedOut>), ApiError> {
+    state
+        .accounts
+        .request_link(LinkPurpose::VerifyEmail, &body.email)?;
+    Ok((StatusCode::ACCEPTED, Json(CHECK_EMAIL)))
+}
+
+/// Mails a password-reset link if the address has an account; same answer, same timing,
+/// either way.
+#[utoipa::path(post, path = "/v1/auth/password/forgot", tag = "auth", request_body = EmailIn,
+    responses((status = 202, body = AcceptedOut), (status = 422, body = crate::error::Problem)))]
+pub async fn forgot_password(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<EmailIn>,
+) -> Result<(StatusCode, Json<AcceptedOut>), ApiError> {
+    state
+        .accounts
+        .request_link(LinkPurpose::ResetPassword, &body.email)?;
+    Ok((StatusCode::ACCEPTED, Json(CHECK_EMAIL)))
+}
+
+/// Sets a new password with a reset link (once); every session of the account ends.
+#[utoipa::path(post, path = "/v1/auth/password/reset", tag = "auth", request_body = ResetIn,
+    responses((status = 204), (status = 400, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
+pub async fn reset_password(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<ResetIn>,
+) -> Result<StatusCode, ApiError> {
+    state
+        .accounts
+        .reset_password(&body.token, body.new_password)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Signs in with email and password; opens a session for this device.
 #[utoipa::path(post, path = "/v1/auth/login", tag = "auth", request_body = LoginIn,
-    responses((status = 200, body = TokensOut), (status = 401, body = crate::error::Problem), (status = 429, body = crate::error::Problem)))]
+    responses((status = 200, body = TokensOut), (status = 401, body = crate::error::Problem), (status = 403, body = crate::error::Problem), (status = 429, body = crate::error::Problem)))]
 pub async fn login(
     State(state): State<AppState>,
     ip: Option<axum::Extension<ClientIp>>,

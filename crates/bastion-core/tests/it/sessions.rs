@@ -58,6 +58,7 @@ async fn env(postgres: bool, grace_ms: i64) -> Option<Env> {
         email: "u@example.com".into(),
         email_verified_ms: None,
         password_hash: None,
+        super_admin: false,
         created_ms: 1,
         updated_ms: 1,
     };

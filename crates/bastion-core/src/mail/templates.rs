@@ -1,0 +1,140 @@
+//! The messages Bastion sends, each as plain text and HTML. Values are HTML-escaped; links are
+//! the only dynamic part that carries a secret, and they appear once per body.
+
+use super::Message;
+
+/// Who the mail says it is from, and how long links last (shown to the reader).
+#[derive(Debug, Clone)]
+pub struct Branding {
+    pub product: String,
+    pub link_ttl_minutes: i64,
+}
+
+/// A message to send. Links are complete URLs with the token in the fragment.
+pub enum Template<'a> {
+    /// Sign-up: prove you own this address.
+    VerifyEmail { link: &'a str },
+    /// Forgot password.
+    ResetPassword { link: &'a str },
+    /// Someone tried to sign up with an address that already has an account (the sign-up
+    /// answer does not say so; the owner learns it here).
+    AlreadyRegistered,
+}
+
+impl Template<'_> {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::VerifyEmail { .. } => "verify_email",
+            Self::ResetPassword { .. } => "reset_password",
+            Self::AlreadyRegistered => "already_registered",
+        }
+    }
+
+    pub fn render(&self, b: &Branding, to: &str) -> Message {
+        let product = &b.product;
+        let ttl = b.link_ttl_minutes;
+        let (subject, lines, link) = match self {
+            Self::VerifyEmail { link } => (
+                format!("Confirm your email for {product}"),
+                vec![
+                    format!("Confirm that {to} is your address by opening this link:"),
+                    format!(
+                        "It works once and expires in {ttl} minutes. If you did not sign up, ignore this message."
+                    ),
+                ],
+                Some(*link),
+            ),
+            Self::ResetPassword { link } => (
+                format!("Set your {product} password"),
+                vec![
+                    "Choose a new password by opening this link:".to_owned(),
+                    format!(
+                        "It works once and expires in {ttl} minutes; every device signed in to your account will be signed out. If you did not ask for this, ignore this message: your password is unchanged."
+                    ),
+                ],
+                Some(*link),
+            ),
+            Self::AlreadyRegistered => (
+                format!("You already have a {product} account"),
+                vec![
+                    format!(
+                        "Someone, perhaps you, tried to create a {product} account for {to}, which already has one."
+                    ),
+                    "If it was you, sign in, or reset your password if you forgot it. If not, you can ignore this message: nothing changed.".to_owned(),
+                ],
+                None,
+            ),
+        };
+        let mut text = String::new();
+        let mut html = format!(
+            "<!doctype html><html><body style=\"font-family:sans-serif\"><h2>{}</h2>",
+            escape(&subject)
+        );
+        for (i, line) in lines.iter().enumerate() {
+            text.push_str(line);
+            text.push_str("\n\n");
+            html.push_str(&format!("<p>{}</p>", escape(line)));
+            if let (0, Some(link)) = (i, link) {
+                text.push_str(link);
+                text.push_str("\n\n");
+                html.push_str(&format!(
+                    "<p><a href=\"{0}\">{0}</a></p>",
+                    escape(link)
+                ));
+            }
+        }
+        text.push_str(&format!("-- \n{product}\n"));
+        html.push_str("</body></html>");
+        Message {
+            to: to.to_owned(),
+            subject,
+            text,
+            html,
+        }
+    }
+}
+
+fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a7_every_template_has_text_and_html_and_escapes_values() {
+        let b = Branding {
+            product: "Acme <Desk>".into(),
+            link_ttl_minutes: 30,
+        };
+        let link = "https://a.example/verify-email#token=bml_x&y";
+        for t in [
+            Template::VerifyEmail { link },
+            Template::ResetPassword { link },
+            Template::AlreadyRegistered,
+        ] {
+            let m = t.render(&b, "ada@example.com");
+            assert!(!m.subject.is_empty() && !m.text.is_empty());
+            assert!(m.html.contains("Acme &lt;Desk&gt;") && !m.html.contains("<Desk>"));
+            let has_link = !matches!(t, Template::AlreadyRegistered);
+            assert_eq!(m.text.matches(link).count(), usize::from(has_link));
+            assert_eq!(
+                m.html.matches("bml_x&amp;y").count(),
+                if has_link { 2 } else { 0 },
+                "the link appears once, as href and text"
+            );
+        }
+    }
+}

@@ -1,0 +1,334 @@
+//! Magic links in the account flows (SPEC A7) on SQLite and PostgreSQL, with a manual clock:
+//! verification and reset links work once, not after expiry, not after a newer one.
+
+use std::sync::{Arc, Mutex};
+
+use bastion_core::accounts::{AccountDeps, AccountError, AccountPolicy, Accounts};
+use bastion_core::audit::AuditLog;
+use bastion_core::clock::ManualClock;
+use bastion_core::keys::{KeyRing, SharedKeyRing};
+use bastion_core::links::{LinkPurpose, MagicLinks};
+use bastion_core::mail::{
+    Branding, DispatchPolicy, MailTransport, Mailer, Message, TransportError,
+};
+use bastion_core::passwords::{PasswordHashing, PasswordRules};
+use bastion_core::sessions::{Device, SessionPolicy, Sessions};
+use bastion_core::{Clock, SystemClock};
+use bastion_crypto::master::MasterKey;
+use bastion_crypto::password::PasswordPolicy;
+use bastion_store::Store;
+use bastion_store_postgres::PgStore;
+use bastion_store_sqlite::SqliteStore;
+use bastion_testkit::pg::PgTestDb;
+use secrecy::SecretString;
+
+const PASSWORD: &str = "correct horse battery staple";
+const LINK_TTL_MS: i64 = 30 * 60_000;
+
+/// Records what it is asked to deliver, standing in for SMTP in these domain tests.
+#[derive(Default)]
+struct Recorder(Mutex<Vec<(String, String, String)>>);
+
+#[async_trait::async_trait]
+impl MailTransport for Recorder {
+    fn name(&self) -> &'static str {
+        "recorder"
+    }
+    async fn send(&self, m: &Message) -> Result<(), TransportError> {
+        self.0
+            .lock()
+            .unwrap()
+            .push((m.to.clone(), m.subject.clone(), m.text.clone()));
+        Ok(())
+    }
+}
+
+struct Env {
+    accounts: Arc<Accounts>,
+    sessions: Arc<Sessions>,
+    mailer: Arc<Mailer>,
+    sent: Arc<Recorder>,
+    clock: Arc<ManualClock>,
+    _sqlite: Option<tempfile::TempDir>,
+    _pg: Option<PgTestDb>,
+}
+
+impl Env {
+    /// Delivers what is queued and returns the link token of the newest mail to `to`.
+    async fn token_for(&self, to: &str, count: usize) -> SecretString {
+        for _ in 0..500 {
+            self.mailer.dispatch_due(self.sent.as_ref()).await.unwrap();
+            let mails: Vec<_> = self
+                .sent
+                .0
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(t, _, _)| t == to)
+                .cloned()
+                .collect();
+            if mails.len() >= count {
+                let text = &mails[count - 1].2;
+                let at = text.find("#token=").unwrap() + "#token=".len();
+                let token: String = text[at..]
+                    .chars()
+                    .take_while(|c| !c.is_whitespace())
+                    .collect();
+                return SecretString::from(token);
+            }
+            // `request_link` works in a spawned task: let it run.
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("no mail {count} to {to}");
+    }
+}
+
+async fn env(postgres: bool) -> Option<Env> {
+    let (store, sqlite, pg): (Arc<dyn Store>, _, _) = if postgres {
+        let db = PgTestDb::create().await?;
+        (
+            Arc::new(PgStore::connect(&db.url, 16).await.unwrap()),
+            None,
+            Some(db),
+        )
+    } else {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open_in_dir(dir.path()).await.unwrap();
+        s.migrate().await.unwrap();
+        (Arc::new(s), Some(dir), None)
+    };
+    let clock = Arc::new(ManualClock::new(SystemClock.now_ms()));
+    let dyn_clock: Arc<dyn Clock> = clock.clone();
+    let keys = SharedKeyRing::new(
+        KeyRing::open(store.as_ref(), &MasterKey::from_bytes([4; 32]), clock.as_ref())
+            .await
+            .unwrap(),
+    );
+    let audit = Arc::new(AuditLog::new(
+        store.clone(),
+        keys.clone(),
+        dyn_clock.clone(),
+        1000,
+    ));
+    let sessions = Arc::new(Sessions::new(
+        store.clone(),
+        keys.clone(),
+        audit.clone(),
+        dyn_clock.clone(),
+        SessionPolicy::default(),
+    ));
+    let mailer = Arc::new(Mailer::new(
+        store.clone(),
+        keys,
+        dyn_clock.clone(),
+        Branding {
+            product: "Bastion".into(),
+            link_ttl_minutes: 30,
+        },
+        DispatchPolicy::default(),
+    ));
+    let links = Arc::new(MagicLinks::new(
+        store.clone(),
+        mailer.clone(),
+        dyn_clock.clone(),
+        LINK_TTL_MS,
+        "https://app.example.com/",
+    ));
+    let policy = PasswordPolicy {
+        argon2_memory_kib: 1024,
+        argon2_iterations: 1,
+        ..PasswordPolicy::owasp()
+    };
+    let accounts = Arc::new(Accounts::new(
+        AccountDeps {
+            store,
+            hashing: Arc::new(PasswordHashing::new(policy, 2).unwrap()),
+            rules: PasswordRules::default(),
+            sessions: sessions.clone(),
+            audit,
+            clock: dyn_clock,
+            links,
+            mailer: mailer.clone(),
+        },
+        AccountPolicy::default(),
+    ));
+    Some(Env {
+        accounts,
+        sessions,
+        mailer,
+        sent: Arc::new(Recorder::default()),
+        clock,
+        _sqlite: sqlite,
+        _pg: pg,
+    })
+}
+
+fn pw(s: &str) -> SecretString {
+    SecretString::from(s.to_owned())
+}
+
+fn device() -> Device {
+    Device {
+        name: "laptop".into(),
+        platform: "linux".into(),
+        ip: "203.0.113.9".into(),
+        user_agent: "test".into(),
+    }
+}
+
+async fn verification_link_works_once(postgres: bool) {
+    let Some(env) = env(postgres).await else {
+        return;
+    };
+    let a = &env.accounts;
+    a.sign_up("ada@example.com", pw(PASSWORD)).await.unwrap();
+    assert!(matches!(
+        a.sign_in("ada@example.com", pw(PASSWORD), &device()).await,
+        Err(AccountError::EmailNotVerified)
+    ));
+    let token = env.token_for("ada@example.com", 1).await;
+    assert!(
+        env.sent.0.lock().unwrap()[0]
+            .2
+            .contains("https://app.example.com/verify-email#token=bml_"),
+        "the token travels in the fragment"
+    );
+    a.verify_email(&token).await.unwrap();
+    assert!(matches!(
+        a.verify_email(&token).await,
+        Err(AccountError::InvalidLink)
+    ));
+    a.sign_in("ada@example.com", pw(PASSWORD), &device())
+        .await
+        .unwrap();
+}
+
+async fn reset_link_rules(postgres: bool) {
+    let Some(env) = env(postgres).await else {
+        return;
+    };
+    let a = &env.accounts;
+    a.sign_up("bo@example.com", pw(PASSWORD)).await.unwrap();
+    a.verify_email(&env.token_for("bo@example.com", 1).await)
+        .await
+        .unwrap();
+    let before = a
+        .sign_in("bo@example.com", pw(PASSWORD), &device())
+        .await
+        .unwrap();
+
+    // Not after a newer one for the same purpose.
+    a.request_link(LinkPurpose::ResetPassword, "bo@example.com")
+        .unwrap();
+    let first = env.token_for("bo@example.com", 2).await;
+    env.clock.advance_ms(1_000);
+    a.request_link(LinkPurpose::ResetPassword, "bo@example.com")
+        .unwrap();
+    let second = env.token_for("bo@example.com", 3).await;
+    assert!(matches!(
+        a.reset_password(&first, pw("a brand new passphrase")).await,
+        Err(AccountError::InvalidLink)
+    ));
+    // A verification token is not a reset token.
+    a.request_link(LinkPurpose::VerifyEmail, "bo@example.com")
+        .unwrap();
+    // Once…
+    a.reset_password(&second, pw("a brand new passphrase"))
+        .await
+        .unwrap();
+    // …not twice.
+    assert!(matches!(
+        a.reset_password(&second, pw("yet another passphrase")).await,
+        Err(AccountError::InvalidLink)
+    ));
+    assert!(matches!(
+        a.sign_in("bo@example.com", pw(PASSWORD), &device()).await,
+        Err(AccountError::InvalidCredentials)
+    ));
+    a.sign_in("bo@example.com", pw("a brand new passphrase"), &device())
+        .await
+        .unwrap();
+    assert!(
+        env.sessions
+            .authenticate(secrecy::ExposeSecret::expose_secret(&before.access_token))
+            .await
+            .is_err(),
+        "a reset ends the sessions opened before it"
+    );
+
+    // Not after expiry.
+    a.request_link(LinkPurpose::ResetPassword, "bo@example.com")
+        .unwrap();
+    let late = env.token_for("bo@example.com", 4).await;
+    env.clock.advance_ms(LINK_TTL_MS);
+    assert!(matches!(
+        a.reset_password(&late, pw("too late passphrase")).await,
+        Err(AccountError::InvalidLink)
+    ));
+
+    // Forged and malformed tokens are the same answer.
+    for bad in ["", "bml_", "bml_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "bst_rt_x"] {
+        assert!(matches!(
+            a.reset_password(&pw(bad), pw("whatever passphrase")).await,
+            Err(AccountError::InvalidLink)
+        ));
+    }
+}
+
+async fn concurrent_resets_have_one_winner(postgres: bool) {
+    let Some(env) = env(postgres).await else {
+        return;
+    };
+    let a = &env.accounts;
+    a.sign_up("cy@example.com", pw(PASSWORD)).await.unwrap();
+    env.token_for("cy@example.com", 1).await;
+    a.request_link(LinkPurpose::ResetPassword, "cy@example.com")
+        .unwrap();
+    let token = env.token_for("cy@example.com", 2).await;
+    let tasks: Vec<_> = (0..10)
+        .map(|i| {
+            let a = a.clone();
+            let t = SecretString::from(secrecy::ExposeSecret::expose_secret(&token).to_owned());
+            tokio::spawn(async move {
+                a.reset_password(&t, pw(&format!("racing passphrase {i}")))
+                    .await
+                    .is_ok()
+            })
+        })
+        .collect();
+    let mut winners = 0;
+    for t in tasks {
+        winners += usize::from(t.await.unwrap());
+    }
+    assert_eq!(winners, 1);
+}
+
+#[tokio::test]
+async fn a7_verification_link_works_once_sqlite() {
+    verification_link_works_once(false).await;
+}
+
+#[tokio::test]
+async fn a7_verification_link_works_once_postgres() {
+    verification_link_works_once(true).await;
+}
+
+#[tokio::test]
+async fn a7_reset_link_works_once_not_after_expiry_not_after_a_newer_one_sqlite() {
+    reset_link_rules(false).await;
+}
+
+#[tokio::test]
+async fn a7_reset_link_works_once_not_after_expiry_not_after_a_newer_one_postgres() {
+    reset_link_rules(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a7_concurrent_resets_with_one_link_have_one_winner_sqlite() {
+    concurrent_resets_have_one_winner(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a7_concurrent_resets_with_one_link_have_one_winner_postgres() {
+    concurrent_resets_have_one_winner(true).await;
+}
