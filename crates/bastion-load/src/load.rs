@@ -5,17 +5,18 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use http::header::HOST;
-use http::{HeaderMap, HeaderName, HeaderValue, Request, StatusCode, Uri};
-use http_body_util::{BodyExt, Empty};
+use http::header::{CONTENT_TYPE, HOST};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
-/// `&'static [u8]` is a `Buf`, which spares a direct dependency on `bytes` for an empty body.
-type Body = Empty<&'static [u8]>;
+/// A whole body in memory; `Bytes` clones by reference count, so a POST body costs no copy.
+type Body = Full<Bytes>;
 
 /// A request unanswered this long counts as an error; it also bounds how far a run can overrun.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -26,8 +27,10 @@ const RECONNECT_PAUSE: Duration = Duration::from_millis(10);
 #[derive(Clone, Debug)]
 pub struct Target {
     pub addr: SocketAddr,
+    method: Method,
     uri: Uri,
     headers: HeaderMap,
+    body: Bytes,
 }
 
 impl Target {
@@ -35,7 +38,30 @@ impl Target {
         let uri: Uri = path.parse().with_context(|| format!("bad path {path:?}"))?;
         let mut headers = HeaderMap::new();
         headers.insert(HOST, HeaderValue::from_str(&addr.to_string())?);
-        Ok(Self { addr, uri, headers })
+        Ok(Self {
+            addr,
+            method: Method::GET,
+            uri,
+            headers,
+            body: Bytes::new(),
+        })
+    }
+
+    /// A POST of `json` (serialised once; every request sends the same bytes).
+    pub fn post_json(addr: SocketAddr, path: &str, json: &serde_json::Value) -> Result<Self> {
+        let mut target = Self::local(addr, path)?;
+        target.method = Method::POST;
+        target
+            .headers
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        target.body = Bytes::from(serde_json::to_vec(json)?);
+        Ok(target)
+    }
+
+    /// Adds a header, e.g. `Authorization: Bearer …`.
+    pub fn with_header(mut self, name: HeaderName, value: &str) -> Result<Self> {
+        self.headers.append(name, HeaderValue::from_str(value)?);
+        Ok(self)
     }
 
     /// Only loopback targets are accepted: this tool saturates whatever it points at.
@@ -74,7 +100,10 @@ impl Target {
     }
 
     fn request(&self) -> Result<Request<Body>> {
-        let mut req = Request::get(self.uri.clone()).body(Body::new())?;
+        let mut req = Request::builder()
+            .method(self.method.clone())
+            .uri(self.uri.clone())
+            .body(Body::new(self.body.clone()))?;
         *req.headers_mut() = self.headers.clone();
         Ok(req)
     }
@@ -189,6 +218,21 @@ pub async fn probe(target: &Target) -> Result<StatusCode> {
     })
     .await
     .context("probe timed out")?
+}
+
+/// One request on a fresh connection, returning the status and the whole body (set-up steps:
+/// sign-up, sign-in).
+pub async fn fetch(target: &Target) -> Result<(StatusCode, Bytes)> {
+    timeout(REQUEST_TIMEOUT, async {
+        let mut sender = connect(target.addr).await?;
+        sender.ready().await?;
+        let resp = sender.send_request(target.request()?).await?;
+        let status = resp.status();
+        let body = resp.into_body().collect().await?.to_bytes();
+        anyhow::Ok((status, body))
+    })
+    .await
+    .context("request timed out")?
 }
 
 fn saturating_ns(d: Duration) -> u64 {

@@ -1,6 +1,9 @@
 //! bastion-load: the HTTP load driver. `compare` measures Bastion and a bare axum baseline in the
-//! same run, because on a noisy machine only the ratio between them is worth reporting.
+//! same run, because on a noisy machine only the ratio between them is worth reporting; the
+//! account scenarios (`auth-me`, `login-storm`) likewise report each figure beside a baseline
+//! taken in the same run.
 
+mod accounts;
 mod baseline;
 mod load;
 
@@ -45,6 +48,11 @@ enum Cmd {
     Compare(CompareArgs),
     /// Load an already running server.
     Drive(DriveArgs),
+    /// Authenticated `GET /v1/me` against `/healthz` on the same Bastion.
+    AuthMe(accounts::AuthMeArgs),
+    /// 64 clients signing in to one account while one connection probes `/healthz`; compared
+    /// with the bound "cores ÷ single-hash time" measured in this process.
+    LoginStorm(accounts::LoginStormArgs),
     /// The baseline server `compare` starts (re-executing this binary).
     #[command(hide = true)]
     BaselineServer {
@@ -115,6 +123,8 @@ fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Compare(args) => runtime()?.block_on(compare(args)),
         Cmd::Drive(args) => runtime()?.block_on(drive(args)),
+        Cmd::AuthMe(args) => runtime()?.block_on(accounts::auth_me(args)),
+        Cmd::LoginStorm(args) => runtime()?.block_on(accounts::login_storm(args)),
         Cmd::BaselineServer { listen, port_file } => baseline::run(listen, &port_file),
     }
 }
@@ -178,14 +188,7 @@ async fn compare(args: CompareArgs) -> Result<()> {
 
     let bastion = {
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
-        let mut cmd = Command::new(&args.bastion_bin);
-        cmd.arg("serve")
-            .arg("--listen")
-            .arg(addr.to_string())
-            .arg("--data-dir")
-            .arg(data_dir.path())
-            .args(["--rate-limit-per-ip", "0"])
-            .env("RUST_LOG", "warn");
+        let cmd = bastion_command(&args.bastion_bin, addr, data_dir.path());
         let started = Instant::now();
         let child = Guard::spawn("bastion", cmd)?;
         measure(child, started, addr, &args.path, &cfg).await?
@@ -229,6 +232,35 @@ async fn compare(args: CompareArgs) -> Result<()> {
     Ok(())
 }
 
+/// `bastion serve` on `addr` with its own data dir and the per-IP rate limit off (one client
+/// IP sends everything); the caller adds configuration through the environment.
+fn bastion_command(bin: &Path, addr: SocketAddr, data_dir: &Path) -> Command {
+    let mut cmd = Command::new(bin);
+    cmd.arg("serve")
+        .arg("--listen")
+        .arg(addr.to_string())
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--rate-limit-per-ip", "0"])
+        .env("RUST_LOG", "warn");
+    cmd
+}
+
+/// Polls /healthz until it answers 2xx; returns the time since `started` (the cold start).
+async fn wait_healthy(child: &mut Guard, started: Instant, addr: SocketAddr) -> Result<Duration> {
+    let health = Target::local(addr, "/healthz")?;
+    loop {
+        if matches!(load::probe(&health).await, Ok(s) if s.is_success()) {
+            return Ok(started.elapsed());
+        }
+        child.check_running()?;
+        if started.elapsed() > START_TIMEOUT {
+            bail!("{} not healthy after {START_TIMEOUT:?}", child.name);
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
 /// Cold start (spawn until /healthz first answers 200), idle RSS, then the load; stops the child.
 async fn measure(
     mut child: Guard,
@@ -237,18 +269,7 @@ async fn measure(
     path: &str,
     cfg: &LoadConfig,
 ) -> Result<ServerRun> {
-    let health = Target::local(addr, "/healthz")?;
-    loop {
-        if matches!(load::probe(&health).await, Ok(s) if s.is_success()) {
-            break;
-        }
-        child.check_running()?;
-        if started.elapsed() > START_TIMEOUT {
-            bail!("{} not healthy after {START_TIMEOUT:?}", child.name);
-        }
-        tokio::time::sleep(POLL).await;
-    }
-    let cold_start_ms = started.elapsed().as_secs_f64() * 1e3;
+    let cold_start_ms = wait_healthy(&mut child, started, addr).await?.as_secs_f64() * 1e3;
     tokio::time::sleep(SETTLE).await;
     let idle_rss_mib = proc_status_kib(child.pid(), "VmRSS")? / 1024.0;
     let stats = load::run(&Target::local(addr, path)?, cfg).await?;
@@ -300,13 +321,14 @@ fn proc_status_kib(pid: u32, field: &str) -> Result<f64> {
 }
 
 fn print_table(rows: &[(&str, &Stats)]) {
+    let width = rows.iter().map(|(n, _)| n.len()).max().unwrap_or(0).max(10);
     println!(
-        "{:<10} {:>12} {:>10} {:>10} {:>10} {:>10} {:>8}",
+        "{:<width$} {:>12} {:>10} {:>10} {:>10} {:>10} {:>8}",
         "server", "requests/s", "p50", "p99", "p99.9", "max", "errors"
     );
     for (name, s) in rows {
         println!(
-            "{:<10} {:>12.0} {:>10} {:>10} {:>10} {:>10} {:>8}",
+            "{:<width$} {:>12.0} {:>10} {:>10} {:>10} {:>10} {:>8}",
             name,
             s.requests_per_sec,
             fmt_latency(s.p50_us),

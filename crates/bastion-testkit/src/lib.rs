@@ -3,5 +3,6 @@
 pub mod app;
 pub mod mail;
 pub mod pg;
+pub mod smtp;
 
 pub use app::{TestApp, spawn_app, test_config};

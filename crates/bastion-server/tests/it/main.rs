@@ -7,9 +7,11 @@ mod auth;
 mod endpoints;
 mod hardening;
 mod lifecycle;
+mod links;
 mod listeners;
 mod rate_limit;
 mod tls;
+mod tokens;
 
 use std::net::SocketAddr;
 

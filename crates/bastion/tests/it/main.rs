@@ -2,5 +2,6 @@
 //! configuration errors, and tamper detection on both databases.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod accounts;
 mod audit_tamper;
 mod cli;
