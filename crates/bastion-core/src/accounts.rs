@@ -285,7 +285,11 @@ impl Accounts {
         Ok(())
     }
 
-    async fn request_link_now(&self, purpose: LinkPurpose, email: &str) -> Result<(), AccountError> {
+    async fn request_link_now(
+        &self,
+        purpose: LinkPurpose,
+        email: &str,
+    ) -> Result<(), AccountError> {
         let Some(user) = self.store.user_by_email(&SCOPE, email).await? else {
             return Ok(());
         };
@@ -327,7 +331,10 @@ impl Accounts {
         self.rules
             .check(&new, None)
             .map_err(AccountError::WeakPassword)?;
-        let link = self.links.consume(LinkPurpose::ResetPassword, token).await?;
+        let link = self
+            .links
+            .consume(LinkPurpose::ResetPassword, token)
+            .await?;
         let user = self
             .store
             .user_by_id(&SCOPE, &link.subject)
@@ -342,7 +349,9 @@ impl Accounts {
         self.store
             .set_password_hash(&SCOPE, &user.id, &hash, now)
             .await?;
-        self.store.mark_email_verified(&SCOPE, &user.id, now).await?;
+        self.store
+            .mark_email_verified(&SCOPE, &user.id, now)
+            .await?;
         self.store
             .clear_attempts(&SCOPE, &attempt_key("login-account", &user.email))
             .await?;

@@ -63,7 +63,10 @@ impl Cleanup {
         let now = self.clock.now_ms();
         let mut out = Vec::new();
         for what in self.kinds() {
-            out.push((what.name(), self.store.count_purgeable(&SCOPE, what, now).await?));
+            out.push((
+                what.name(),
+                self.store.count_purgeable(&SCOPE, what, now).await?,
+            ));
         }
         Ok(out)
     }
@@ -76,7 +79,10 @@ impl Cleanup {
         for what in self.kinds() {
             let mut total = 0;
             loop {
-                let n = self.store.purge(&SCOPE, what, now, self.policy.batch).await?;
+                let n = self
+                    .store
+                    .purge(&SCOPE, what, now, self.policy.batch)
+                    .await?;
                 total += n;
                 if n < u64::from(self.policy.batch) {
                     break;

@@ -272,6 +272,19 @@ impl Sessions {
                 .await?
             {
                 Rotation::Rotated => {
+                    self.record(
+                        AuditEvent::new(
+                            Category::Authentication,
+                            "token.refreshed",
+                            Outcome::Success,
+                        )
+                        .actor(row.user_id.clone())
+                        .details(serde_json::json!({
+                            "session": row.session_id,
+                            "generation": row.generation + 1,
+                        })),
+                    )
+                    .await;
                     return self.issue(&ring, &row.user_id, &row.session_id, next, now);
                 }
                 Rotation::SessionEnded => return Err(SessionError::Ended),
@@ -304,21 +317,27 @@ impl Sessions {
         }
         // A token used before, outside the window: it was copied. End the whole family.
         self.revoke(&row.session_id, "refresh_reuse").await?;
-        self.audit
-            .record(
-                AuditEvent::new(
-                    Category::Authentication,
-                    "refresh.reuse_detected",
-                    Outcome::Denied,
-                )
-                .actor(row.user_id.clone())
-                .details(
-                    serde_json::json!({ "session": row.session_id, "generation": row.generation }),
-                ),
+        self.record(
+            AuditEvent::new(
+                Category::Authentication,
+                "refresh.reuse_detected",
+                Outcome::Denied,
             )
-            .await
-            .map_err(|e| StoreError::Database(e.to_string()))?;
+            .actor(row.user_id.clone())
+            .details(
+                serde_json::json!({ "session": row.session_id, "generation": row.generation }),
+            ),
+        )
+        .await;
         Err(SessionError::Reused)
+    }
+
+    async fn record(&self, ev: AuditEvent) {
+        // The change already happened; a failed audit write is logged, not turned into a 500
+        // that would cost the client its new tokens.
+        if let Err(e) = self.audit.record(ev).await {
+            tracing::error!(error = %e, "audit write failed");
+        }
     }
 
     fn issue(
@@ -338,7 +357,8 @@ impl Sessions {
         })
     }
 
-    /// Revokes a session (its whole token family) and forgets its cached liveness here.
+    /// Revokes a session (its whole token family), forgets its cached liveness here, and
+    /// audits it.
     pub async fn revoke(&self, session_id: &str, reason: &str) -> Result<bool, SessionError> {
         let done = self
             .store
@@ -346,6 +366,17 @@ impl Sessions {
             .await?;
         if let Ok(mut cache) = self.liveness.lock() {
             cache.insert(session_id.to_owned(), (false, self.clock.now_ms()));
+        }
+        if done {
+            self.record(
+                AuditEvent::new(
+                    Category::Authentication,
+                    "session.revoked",
+                    Outcome::Success,
+                )
+                .details(serde_json::json!({ "session": session_id, "reason": reason })),
+            )
+            .await;
         }
         Ok(done)
     }
@@ -378,18 +409,17 @@ impl Sessions {
             cache.insert(session_id.to_owned(), (false, self.clock.now_ms()));
         }
         if done {
-            self.audit
-                .record(
-                    AuditEvent::new(
-                        Category::Authentication,
-                        "session.revoked",
-                        Outcome::Success,
-                    )
+            let action = if reason == "logout" {
+                "logout"
+            } else {
+                "session.revoked"
+            };
+            self.record(
+                AuditEvent::new(Category::Authentication, action, Outcome::Success)
                     .actor(user_id.to_owned())
                     .details(serde_json::json!({ "session": session_id, "reason": reason })),
-                )
-                .await
-                .map_err(|e| StoreError::Database(e.to_string()))?;
+            )
+            .await;
         }
         Ok(done)
     }

@@ -318,7 +318,10 @@ impl Config {
         if self.email.transport == "smtp" && self.email.smtp.host.is_empty() {
             return bad("email.transport = \"smtp\" needs email.smtp.host".into());
         }
-        if !matches!(self.email.smtp.security.as_str(), "starttls" | "tls" | "none") {
+        if !matches!(
+            self.email.smtp.security.as_str(),
+            "starttls" | "tls" | "none"
+        ) {
             return bad(format!(
                 "email.smtp.security must be \"starttls\", \"tls\" or \"none\", not {:?}",
                 self.email.smtp.security
@@ -331,7 +334,7 @@ impl Config {
             ));
         }
         let base = &self.email.link_base_url;
-        if !base.is_empty() && !(base.starts_with("https://") || base.starts_with("http://")) {
+        if !(base.is_empty() || base.starts_with("https://") || base.starts_with("http://")) {
             return bad(format!(
                 "email.link_base_url must be an http(s):// origin, not {base:?}"
             ));

@@ -86,9 +86,8 @@ impl MailTransport for FileOutbox {
 fn smtp_password(cfg: &Config) -> Result<Option<SecretString>, StartupError> {
     let file = &cfg.email.smtp.password_file;
     if !file.is_empty() {
-        let text = std::fs::read_to_string(file).map_err(|e| {
-            StartupError::Config(format!("email.smtp.password_file {file}: {e}"))
-        })?;
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| StartupError::Config(format!("email.smtp.password_file {file}: {e}")))?;
         return Ok(Some(SecretString::from(text.trim_end().to_owned())));
     }
     Ok(std::env::var("BASTION_SMTP_PASSWORD")

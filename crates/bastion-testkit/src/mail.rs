@@ -19,8 +19,10 @@ pub struct Mail {
 impl Mail {
     pub fn is_to(&self, address: &str) -> bool {
         self.raw.lines().any(|l| {
-            l.strip_prefix("To: ")
-                .is_some_and(|v| v.to_ascii_lowercase().contains(&address.to_ascii_lowercase()))
+            l.strip_prefix("To: ").is_some_and(|v| {
+                v.to_ascii_lowercase()
+                    .contains(&address.to_ascii_lowercase())
+            })
         })
     }
 
@@ -44,7 +46,9 @@ impl Mail {
 }
 
 fn decode(raw: &str) -> String {
-    raw.replace("=\r\n", "").replace("=\n", "").replace("=3D", "=")
+    raw.replace("=\r\n", "")
+        .replace("=\n", "")
+        .replace("=3D", "=")
 }
 
 impl TestApp {

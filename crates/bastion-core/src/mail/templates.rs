@@ -77,10 +77,7 @@ impl Template<'_> {
             if let (0, Some(link)) = (i, link) {
                 text.push_str(link);
                 text.push_str("\n\n");
-                html.push_str(&format!(
-                    "<p><a href=\"{0}\">{0}</a></p>",
-                    escape(link)
-                ));
+                html.push_str(&format!("<p><a href=\"{0}\">{0}</a></p>", escape(link)));
             }
         }
         text.push_str(&format!("-- \n{product}\n"));

@@ -29,12 +29,27 @@ async fn post(app: &TestApp, path: &str, body: Value) -> reqwest::Response {
 async fn a7_sign_in_waits_for_the_verification_link_which_works_once() {
     let app = spawn_app(Spawn::default(), |_| {}).await.unwrap();
     let email = "new@example.com";
-    let res = post(&app, "/v1/auth/signup", json!({ "email": email, "password": PASSWORD })).await;
+    let res = post(
+        &app,
+        "/v1/auth/signup",
+        json!({ "email": email, "password": PASSWORD }),
+    )
+    .await;
     assert_eq!(res.status(), 202);
-    let res = post(&app, "/v1/auth/login", json!({ "email": email, "password": PASSWORD })).await;
+    let res = post(
+        &app,
+        "/v1/auth/login",
+        json!({ "email": email, "password": PASSWORD }),
+    )
+    .await;
     assert_problem(res, 403, "email_not_verified").await;
     // The wrong password does not learn that the account awaits verification.
-    let res = post(&app, "/v1/auth/login", json!({ "email": email, "password": "wrong password!" })).await;
+    let res = post(
+        &app,
+        "/v1/auth/login",
+        json!({ "email": email, "password": "wrong password!" }),
+    )
+    .await;
     assert_problem(res, 401, "invalid_credentials").await;
 
     let mail = app.wait_for_mail(email, 1).await.pop().unwrap();
@@ -42,19 +57,30 @@ async fn a7_sign_in_waits_for_the_verification_link_which_works_once() {
     assert!(mail.raw.contains("text/plain") && mail.raw.contains("text/html"));
     let token = mail.link_token().unwrap();
     assert!(
-        mail.decoded.contains(&format!("/verify-email#token={token}")),
+        mail.decoded
+            .contains(&format!("/verify-email#token={token}")),
         "the token rides in the fragment"
     );
     let res = post(&app, "/v1/auth/verify-email", json!({ "token": token })).await;
     assert_eq!(res.status(), 204);
     let res = post(&app, "/v1/auth/verify-email", json!({ "token": token })).await;
     assert_problem(res, 400, "invalid_link").await;
-    let res = post(&app, "/v1/auth/login", json!({ "email": email, "password": PASSWORD })).await;
+    let res = post(
+        &app,
+        "/v1/auth/login",
+        json!({ "email": email, "password": PASSWORD }),
+    )
+    .await;
     assert_eq!(res.status(), 200);
 
     // Resend is for unverified accounts only, and answers alike for anyone.
     for who in [email, "nobody@example.com"] {
-        let res = post(&app, "/v1/auth/verify-email/resend", json!({ "email": who })).await;
+        let res = post(
+            &app,
+            "/v1/auth/verify-email/resend",
+            json!({ "email": who }),
+        )
+        .await;
         assert_eq!(res.status(), 202);
     }
 }
@@ -62,22 +88,46 @@ async fn a7_sign_in_waits_for_the_verification_link_which_works_once() {
 #[tokio::test]
 async fn a1_signing_up_with_a_taken_address_answers_alike_and_tells_the_owner() {
     let app = spawn_app(Spawn::default(), |_| {}).await.unwrap();
-    let first = post(&app, "/v1/auth/signup", json!({ "email": "taken@example.com", "password": PASSWORD })).await;
+    let first = post(
+        &app,
+        "/v1/auth/signup",
+        json!({ "email": "taken@example.com", "password": PASSWORD }),
+    )
+    .await;
     let (s1, b1) = (first.status(), first.text().await.unwrap());
     app.wait_for_mail("taken@example.com", 1).await;
-    let second = post(&app, "/v1/auth/signup", json!({ "email": "Taken@Example.com", "password": "an attacker's passphrase" })).await;
+    let second = post(
+        &app,
+        "/v1/auth/signup",
+        json!({ "email": "Taken@Example.com", "password": "an attacker's passphrase" }),
+    )
+    .await;
     let (s2, b2) = (second.status(), second.text().await.unwrap());
     assert_eq!((s1, &b1), (s2, &b2), "same status and body");
     let mails = app.wait_for_mail("taken@example.com", 2).await;
     let notice = &mails[1];
-    assert!(notice.subject().contains("already have"), "{}", notice.subject());
+    assert!(
+        notice.subject().contains("already have"),
+        "{}",
+        notice.subject()
+    );
     assert!(notice.link_token().is_none(), "the notice carries no link");
     // The second sign-up changed nothing: the owner's password still works after verifying.
     let token = mails[0].link_token().unwrap();
     post(&app, "/v1/auth/verify-email", json!({ "token": token })).await;
-    let res = post(&app, "/v1/auth/login", json!({ "email": "taken@example.com", "password": "an attacker's passphrase" })).await;
+    let res = post(
+        &app,
+        "/v1/auth/login",
+        json!({ "email": "taken@example.com", "password": "an attacker's passphrase" }),
+    )
+    .await;
     assert_problem(res, 401, "invalid_credentials").await;
-    let res = post(&app, "/v1/auth/login", json!({ "email": "taken@example.com", "password": PASSWORD })).await;
+    let res = post(
+        &app,
+        "/v1/auth/login",
+        json!({ "email": "taken@example.com", "password": PASSWORD }),
+    )
+    .await;
     assert_eq!(res.status(), 200);
 }
 
@@ -89,11 +139,26 @@ async fn a7_password_reset_over_http_sets_the_password_once_and_ends_every_sessi
     let res = post(&app, "/v1/auth/password/forgot", json!({ "email": email })).await;
     assert_eq!(res.status(), 202);
     let token = app.link_token(email, 2).await;
-    let res = post(&app, "/v1/auth/password/reset", json!({ "token": token, "new_password": "short" })).await;
+    let res = post(
+        &app,
+        "/v1/auth/password/reset",
+        json!({ "token": token, "new_password": "short" }),
+    )
+    .await;
     assert_problem(res, 422, "weak_password").await;
-    let res = post(&app, "/v1/auth/password/reset", json!({ "token": token, "new_password": "a fresh passphrase" })).await;
+    let res = post(
+        &app,
+        "/v1/auth/password/reset",
+        json!({ "token": token, "new_password": "a fresh passphrase" }),
+    )
+    .await;
     assert_eq!(res.status(), 204, "a weak password did not use the link up");
-    let res = post(&app, "/v1/auth/password/reset", json!({ "token": token, "new_password": "another passphrase" })).await;
+    let res = post(
+        &app,
+        "/v1/auth/password/reset",
+        json!({ "token": token, "new_password": "another passphrase" }),
+    )
+    .await;
     assert_problem(res, 400, "invalid_link").await;
     let res = client()
         .get(app.url("/v1/me"))
@@ -102,11 +167,26 @@ async fn a7_password_reset_over_http_sets_the_password_once_and_ends_every_sessi
         .await
         .unwrap();
     assert_problem(res, 401, "invalid_token").await;
-    let res = post(&app, "/v1/auth/refresh", json!({ "refresh_token": before["refresh_token"] })).await;
+    let res = post(
+        &app,
+        "/v1/auth/refresh",
+        json!({ "refresh_token": before["refresh_token"] }),
+    )
+    .await;
     assert_problem(res, 401, "invalid_token").await;
-    let res = post(&app, "/v1/auth/login", json!({ "email": email, "password": PASSWORD })).await;
+    let res = post(
+        &app,
+        "/v1/auth/login",
+        json!({ "email": email, "password": PASSWORD }),
+    )
+    .await;
     assert_problem(res, 401, "invalid_credentials").await;
-    let res = post(&app, "/v1/auth/login", json!({ "email": email, "password": "a fresh passphrase" })).await;
+    let res = post(
+        &app,
+        "/v1/auth/login",
+        json!({ "email": email, "password": "a fresh passphrase" }),
+    )
+    .await;
     assert_eq!(res.status(), 200);
 }
 
@@ -145,6 +225,9 @@ fn mann_whitney_tells_different_samples_apart() {
     assert!(mann_whitney_z(&a, &slower).abs() > 3.29);
 }
 
+/// One side of a paired run: each response's status and body, and each latency in µs.
+type Side = (Vec<(u16, String)>, Vec<f64>);
+
 /// Sends `known` and `unknown` alternately (so drift hits both alike) and returns, per side,
 /// the responses' status and body and the latencies in microseconds.
 async fn paired(
@@ -153,9 +236,9 @@ async fn paired(
     known: impl Fn(usize) -> Value,
     unknown: impl Fn(usize) -> Value,
     n: usize,
-) -> [(Vec<(u16, String)>, Vec<f64>); 2] {
+) -> [Side; 2] {
     let http = client();
-    let mut out: [(Vec<(u16, String)>, Vec<f64>); 2] = Default::default();
+    let mut out: [Side; 2] = Default::default();
     for i in 0..n + 5 {
         for (side, body) in [known(i), unknown(i)].into_iter().enumerate() {
             let started = Instant::now();
@@ -201,8 +284,9 @@ async fn a1_login_and_forgot_password_are_indistinguishable_for_unknown_emails()
             "/v1/auth/login",
             Box::new(|_| json!({ "email": "known@example.com", "password": "not the password" }))
                 as Box<dyn Fn(usize) -> Value>,
-            Box::new(|i| json!({ "email": format!("ghost{i}@example.com"), "password": "not the password" }))
-                as Box<dyn Fn(usize) -> Value>,
+            Box::new(
+                |i| json!({ "email": format!("ghost{i}@example.com"), "password": "not the password" }),
+            ) as Box<dyn Fn(usize) -> Value>,
         ),
         (
             "/v1/auth/password/forgot",
@@ -213,7 +297,11 @@ async fn a1_login_and_forgot_password_are_indistinguishable_for_unknown_emails()
         let [(k_res, k_us), (u_res, u_us)] = paired(&app, path, known, unknown, n).await;
         let first = (k_res[0].0, without_request_id(&k_res[0].1));
         for (status, body) in k_res.iter().chain(&u_res) {
-            assert_eq!((*status, without_request_id(body)), first, "{path}: same status and body");
+            assert_eq!(
+                (*status, without_request_id(body)),
+                first,
+                "{path}: same status and body"
+            );
         }
         let z = mann_whitney_z(&k_us, &u_us);
         let median = |v: &[f64]| {
@@ -260,30 +348,49 @@ async fn a7_mail_waits_out_an_smtp_outage_and_is_delivered_once_the_server_is_ba
 
     let report = mailer.dispatch_due(smtp.as_ref()).await.unwrap();
     assert_eq!((report.sent, report.retrying), (0, 1), "{report:?}");
-    let counts = b.store.mail_counts(&bastion_store::Scope::System("test")).await.unwrap();
+    let counts = b
+        .store
+        .mail_counts(&bastion_store::Scope::System("test"))
+        .await
+        .unwrap();
     assert_eq!(counts.pending, 1, "still queued, nothing lost");
     let report = mailer.dispatch_due(smtp.as_ref()).await.unwrap();
     assert_eq!(report, Default::default(), "not before its backoff");
 
-    let sink = SmtpSink::start(([127, 0, 0, 1], port).into(), false).await.unwrap();
+    let sink = SmtpSink::start(([127, 0, 0, 1], port).into(), false)
+        .await
+        .unwrap();
     clock.advance_ms(30_000);
     let report = mailer.dispatch_due(smtp.as_ref()).await.unwrap();
     assert_eq!(report.sent, 1, "{report:?}");
     let got = sink.messages();
     assert_eq!(got.len(), 1);
     assert!(got[0].contains("To: ada@example.com") && got[0].contains("Subject: You already have"));
-    let counts = b.store.mail_counts(&bastion_store::Scope::System("test")).await.unwrap();
+    let counts = b
+        .store
+        .mail_counts(&bastion_store::Scope::System("test"))
+        .await
+        .unwrap();
     assert_eq!((counts.pending, counts.sent), (0, 1));
     drop(sink);
 
     // A permanent refusal is not retried; transient failures stop after max_attempts.
-    let refusing = SmtpSink::start(([127, 0, 0, 1], 0).into(), true).await.unwrap();
+    let refusing = SmtpSink::start(([127, 0, 0, 1], 0).into(), true)
+        .await
+        .unwrap();
     cfg.email.smtp.port = refusing.addr.port();
     let refused = bastion_server::mail::transport(&cfg).unwrap();
-    mailer.enqueue("bob@example.com", &Template::AlreadyRegistered).await.unwrap();
+    mailer
+        .enqueue("bob@example.com", &Template::AlreadyRegistered)
+        .await
+        .unwrap();
     let report = mailer.dispatch_due(refused.as_ref()).await.unwrap();
     assert_eq!(report.abandoned, 1, "{report:?}");
     assert!(refusing.messages().is_empty());
-    let counts = b.store.mail_counts(&bastion_store::Scope::System("test")).await.unwrap();
+    let counts = b
+        .store
+        .mail_counts(&bastion_store::Scope::System("test"))
+        .await
+        .unwrap();
     assert_eq!(counts.failed, 1);
 }

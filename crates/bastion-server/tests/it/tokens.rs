@@ -40,7 +40,10 @@ async fn me_status(app: &TestApp, token: &str) -> reqwest::Response {
 
 fn assert_claims(claims: &Value, header: &Value, jwks: &Value, alg: &str) {
     assert_eq!(header["alg"], alg);
-    assert_eq!(header["kid"], jwks["keys"][0]["kid"], "kid names the JWKS key");
+    assert_eq!(
+        header["kid"], jwks["keys"][0]["kid"],
+        "kid names the JWKS key"
+    );
     assert_eq!(claims["iss"], "bastion");
     assert_eq!(claims["aud"], "bastion");
     assert!(claims["sub"].as_str().unwrap().starts_with("usr_"));
@@ -70,7 +73,10 @@ async fn a2_an_eddsa_token_verifies_with_jwt_compact_from_the_jwks_over_http() {
     let jwk: JsonWebKey<'_> = serde_json::from_value(set["keys"][0].clone()).unwrap();
     let key = <Ed25519 as jwt_compact::Algorithm>::VerifyingKey::try_from(&jwk).unwrap();
     let untrusted = UntrustedToken::new(access).unwrap();
-    assert_eq!(untrusted.header().key_id.as_deref(), set["keys"][0]["kid"].as_str());
+    assert_eq!(
+        untrusted.header().key_id.as_deref(),
+        set["keys"][0]["kid"].as_str()
+    );
     let token = Ed25519
         .validator::<Value>(&key)
         .validate(&untrusted)
@@ -107,8 +113,12 @@ async fn a2_an_rs256_token_verifies_with_raw_rsa_from_the_jwks_and_forgeries_are
     let set = jwks(&app).await;
 
     // Verify with aws-lc-rs directly from n and e: no JWT library involved.
-    let n = URL_SAFE_NO_PAD.decode(set["keys"][0]["n"].as_str().unwrap()).unwrap();
-    let e = URL_SAFE_NO_PAD.decode(set["keys"][0]["e"].as_str().unwrap()).unwrap();
+    let n = URL_SAFE_NO_PAD
+        .decode(set["keys"][0]["n"].as_str().unwrap())
+        .unwrap();
+    let e = URL_SAFE_NO_PAD
+        .decode(set["keys"][0]["e"].as_str().unwrap())
+        .unwrap();
     let (signed, sig) = access.rsplit_once('.').unwrap();
     aws_lc_rs::signature::RsaPublicKeyComponents { n: &n, e: &e }
         .verify(
@@ -141,9 +151,18 @@ async fn a2_an_rs256_token_verifies_with_raw_rsa_from_the_jwks_and_forgeries_are
     for (what, patch) in [
         ("wrong aud", json!({ "aud": "someone-else" })),
         ("wrong iss", json!({ "iss": "evil" })),
-        ("expired", json!({ "iat": now - 7200, "nbf": now - 7200, "exp": now - 3600 })),
-        ("not yet valid", json!({ "nbf": now + 3600, "exp": now + 7200 })),
-        ("unknown session", json!({ "sid": "ses_00000000000000000000000000000000" })),
+        (
+            "expired",
+            json!({ "iat": now - 7200, "nbf": now - 7200, "exp": now - 3600 }),
+        ),
+        (
+            "not yet valid",
+            json!({ "nbf": now + 3600, "exp": now + 7200 }),
+        ),
+        (
+            "unknown session",
+            json!({ "sid": "ses_00000000000000000000000000000000" }),
+        ),
     ] {
         let t = signer.sign(&with(patch)).unwrap();
         assert_problem(me_status(&app, &t).await, 401, "invalid_token").await;

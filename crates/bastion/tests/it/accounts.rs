@@ -54,23 +54,28 @@ impl Server {
             .stderr(Stdio::from(out))
             .spawn()
             .unwrap();
-        let base = format!("http://127.0.0.1:{port}");
+        // Owned at once, so a failed start still stops (and reaps) the child.
+        let srv = Server {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            dir: dir.to_owned(),
+            log,
+        };
         for _ in 0..600 {
-            if let Ok(r) = http().get(format!("{base}/healthz")).send().await
+            if let Ok(r) = http().get(format!("{}/healthz", srv.base)).send().await
                 && r.status() == 200
             {
-                return Server {
-                    child,
-                    base,
-                    dir: dir.to_owned(),
-                    log,
-                };
+                return srv;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("bastion serve did not start: {}", std::fs::read_to_string(&log).unwrap());
+        panic!(
+            "bastion serve did not start: {}",
+            std::fs::read_to_string(&srv.log).unwrap()
+        );
     }
 
+    /// SIGTERM (a graceful stop), then the whole log.
     fn stop(mut self) -> String {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
@@ -78,7 +83,17 @@ impl Server {
         let _ = self.child.wait();
         std::fs::read_to_string(&self.log).unwrap()
     }
+}
 
+impl Drop for Server {
+    fn drop(&mut self) {
+        // After `stop` this finds the process already reaped; after a panic it ends it.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
     /// Every file in the outbox, with its contents.
     fn mails(&self) -> Vec<(PathBuf, String)> {
         let mut out = Vec::new();
@@ -116,10 +131,7 @@ impl Server {
 }
 
 /// What a client saw: status, headers and body of one response.
-async fn call(
-    transcript: &mut Vec<String>,
-    req: reqwest::RequestBuilder,
-) -> (u16, Value) {
+async fn call(transcript: &mut Vec<String>, req: reqwest::RequestBuilder) -> (u16, Value) {
     let res = req.send().await.unwrap();
     let status = res.status().as_u16();
     let headers = format!("{:?}", res.headers());
@@ -148,7 +160,8 @@ fn database_bytes(dir: &Path) -> Vec<u8> {
 }
 
 #[tokio::test]
-async fn a1_a3_a7_no_log_response_mail_or_database_holds_a_password_or_token_it_should_not() {
+async fn a1_a3_a7_u1_no_log_response_mail_or_database_holds_a_password_or_token_and_each_step_is_audited()
+ {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
     let srv = Server::start(&dir).await;
@@ -162,59 +175,152 @@ async fn a1_a3_a7_no_log_response_mail_or_database_holds_a_password_or_token_it_
     ];
     let mut t = Vec::new();
 
-    let (s, _) = call(&mut t, http.post(url("/v1/auth/signup")).json(&json!({ "email": email, "password": passwords[0] }))).await;
+    let (s, _) = call(
+        &mut t,
+        http.post(url("/v1/auth/signup"))
+            .json(&json!({ "email": email, "password": passwords[0] })),
+    )
+    .await;
     assert_eq!(s, 202);
     let (verify_mail, verify) = srv.token(email, 1).await;
-    let (s, _) = call(&mut t, http.post(url("/v1/auth/verify-email")).json(&json!({ "token": verify }))).await;
+    let (s, _) = call(
+        &mut t,
+        http.post(url("/v1/auth/verify-email"))
+            .json(&json!({ "token": verify })),
+    )
+    .await;
     assert_eq!(s, 204);
-    let (s, first) = call(&mut t, http.post(url("/v1/auth/login")).json(&json!({ "email": email, "password": passwords[0] }))).await;
+    let (s, first) = call(
+        &mut t,
+        http.post(url("/v1/auth/login"))
+            .json(&json!({ "email": email, "password": passwords[0] })),
+    )
+    .await;
     assert_eq!(s, 200);
     let a1 = first["access_token"].as_str().unwrap().to_owned();
     let r1 = first["refresh_token"].as_str().unwrap().to_owned();
     let (s, _) = call(&mut t, http.get(url("/v1/me")).bearer_auth(&a1)).await;
     assert_eq!(s, 200);
-    let (s, second) = call(&mut t, http.post(url("/v1/auth/refresh")).json(&json!({ "refresh_token": r1 }))).await;
+    let (s, second) = call(
+        &mut t,
+        http.post(url("/v1/auth/refresh"))
+            .json(&json!({ "refresh_token": r1 })),
+    )
+    .await;
     assert_eq!(s, 200);
     let a2 = second["access_token"].as_str().unwrap().to_owned();
     let r2 = second["refresh_token"].as_str().unwrap().to_owned();
-    let (s, _) = call(&mut t, http.post(url("/v1/auth/password/forgot")).json(&json!({ "email": email }))).await;
+    let (s, _) = call(
+        &mut t,
+        http.post(url("/v1/auth/password/forgot"))
+            .json(&json!({ "email": email })),
+    )
+    .await;
     assert_eq!(s, 202);
     let (reset_mail, reset) = srv.token(email, 2).await;
-    let (s, _) = call(&mut t, http.post(url("/v1/auth/password/reset")).json(&json!({ "token": reset, "new_password": passwords[1] }))).await;
+    let (s, _) = call(
+        &mut t,
+        http.post(url("/v1/auth/password/reset"))
+            .json(&json!({ "token": reset, "new_password": passwords[1] })),
+    )
+    .await;
     assert_eq!(s, 204);
-    let (s, third) = call(&mut t, http.post(url("/v1/auth/login")).json(&json!({ "email": email, "password": passwords[1] }))).await;
+    let (s, third) = call(
+        &mut t,
+        http.post(url("/v1/auth/login"))
+            .json(&json!({ "email": email, "password": passwords[1] })),
+    )
+    .await;
     assert_eq!(s, 200);
     let a3 = third["access_token"].as_str().unwrap().to_owned();
     let r3 = third["refresh_token"].as_str().unwrap().to_owned();
-    let (s, _) = call(&mut t, http.post(url("/v1/me/password")).bearer_auth(&a3).json(&json!({ "current_password": passwords[1], "new_password": passwords[2] }))).await;
+    let (s, _) = call(
+        &mut t,
+        http.post(url("/v1/me/password"))
+            .bearer_auth(&a3)
+            .json(&json!({ "current_password": passwords[1], "new_password": passwords[2] })),
+    )
+    .await;
+    assert_eq!(s, 204);
+    let (s, _) = call(&mut t, http.post(url("/v1/auth/logout")).bearer_auth(&a3)).await;
     assert_eq!(s, 204);
     // Failures echo nothing either: a wrong password, a used link, a replayed refresh token.
-    let (s, _) = call(&mut t, http.post(url("/v1/auth/login")).json(&json!({ "email": email, "password": passwords[0] }))).await;
+    let (s, _) = call(
+        &mut t,
+        http.post(url("/v1/auth/login"))
+            .json(&json!({ "email": email, "password": passwords[0] })),
+    )
+    .await;
     assert_eq!(s, 401);
-    let (s, _) = call(&mut t, http.post(url("/v1/auth/password/reset")).json(&json!({ "token": reset, "new_password": passwords[0] }))).await;
+    let (s, _) = call(
+        &mut t,
+        http.post(url("/v1/auth/password/reset"))
+            .json(&json!({ "token": reset, "new_password": passwords[0] })),
+    )
+    .await;
     assert_eq!(s, 400);
-    let (s, _) = call(&mut t, http.post(url("/v1/auth/refresh")).json(&json!({ "refresh_token": r1 }))).await;
+    let (s, _) = call(
+        &mut t,
+        http.post(url("/v1/auth/refresh"))
+            .json(&json!({ "refresh_token": r1 })),
+    )
+    .await;
     assert_eq!(s, 401);
 
     let mails = srv.mails();
-    let db = database_bytes(&dir);
     let log = srv.stop();
-    assert!(log.contains("TRACE") || log.contains("trace"), "the log ran at trace level");
+    let db = database_bytes(&dir);
+
+    // U1: each step left its authentication event in the audit trail.
+    let export = run(&dir, &["audit", "export"]);
+    for action in [
+        "account.created",
+        "email.verified",
+        "login.success",
+        "token.refreshed",
+        "password.reset",
+        "session.revoked",
+        "password.changed",
+        "logout",
+        "login.failure",
+    ] {
+        assert!(
+            export
+                .lines()
+                .any(|l| l.contains(&format!("\"action\":\"{action}\""))
+                    && l.contains("\"category\":\"authentication\"")),
+            "no {action} event"
+        );
+    }
+    assert!(
+        log.contains("TRACE") || log.contains("trace"),
+        "the log ran at trace level"
+    );
 
     for p in passwords {
         assert_eq!(count(log.as_bytes(), p), 0, "password in the log");
         assert!(t.iter().all(|r| !r.contains(p)), "password in a response");
-        assert!(mails.iter().all(|(_, m)| !m.contains(p)), "password in a mail");
+        assert!(
+            mails.iter().all(|(_, m)| !m.contains(p)),
+            "password in a mail"
+        );
         assert_eq!(count(&db, p), 0, "password in the database");
     }
     // A link token lives only in its own mail.
     for (token, own) in [(&verify, &verify_mail), (&reset, &reset_mail)] {
         assert_eq!(count(log.as_bytes(), token), 0, "link token in the log");
-        assert!(t.iter().all(|r| !r.contains(token.as_str())), "link token in a response");
+        assert!(
+            t.iter().all(|r| !r.contains(token.as_str())),
+            "link token in a response"
+        );
         assert_eq!(count(&db, token), 0, "link token in the database");
         for (path, m) in &mails {
             let decoded = m.replace("=\r\n", "").replace("=3D", "=");
-            assert_eq!(decoded.contains(token.as_str()), path == own, "link token in another mail");
+            assert_eq!(
+                decoded.contains(token.as_str()),
+                path == own,
+                "link token in another mail"
+            );
         }
     }
     // Session tokens appear in exactly one response: the one that issued them.
@@ -241,10 +347,25 @@ fn run(dir: &Path, args: &[&str]) -> String {
 async fn a7_admin_create_user_prints_a_one_time_link_that_sets_the_password() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
-    let out = run(&dir, &["admin", "create-user", "--email", "Root@Example.com", "--super-admin"]);
-    assert!(out.contains("root@example.com") && out.contains("super admin"), "{out}");
+    let out = run(
+        &dir,
+        &[
+            "admin",
+            "create-user",
+            "--email",
+            "Root@Example.com",
+            "--super-admin",
+        ],
+    );
+    assert!(
+        out.contains("root@example.com") && out.contains("super admin"),
+        "{out}"
+    );
     let at = out.find("#token=").unwrap() + "#token=".len();
-    let token: String = out[at..].chars().take_while(|c| !c.is_whitespace()).collect();
+    let token: String = out[at..]
+        .chars()
+        .take_while(|c| !c.is_whitespace())
+        .collect();
     assert!(token.starts_with("bml_"));
     // The same address cannot be created twice.
     let again = command(&dir)
@@ -267,7 +388,11 @@ async fn a7_admin_create_user_prints_a_one_time_link_that_sets_the_password() {
             .send()
     };
     assert_eq!(reset("the root passphrase").await.unwrap().status(), 204);
-    assert_eq!(reset("a second passphrase").await.unwrap().status(), 400, "once");
+    assert_eq!(
+        reset("a second passphrase").await.unwrap().status(),
+        400,
+        "once"
+    );
     assert_eq!(login("the root passphrase").await.unwrap().status(), 200);
     srv.stop();
 }
@@ -325,7 +450,11 @@ async fn a6_cleanup_dry_run_counts_what_cleanup_then_removes() {
     let preview = run(&dir, &["cleanup", "--dry-run"]);
     assert!(preview.contains("would remove"), "{preview}");
     assert_eq!(line(&preview, "sessions"), 1, "{preview}");
-    assert_eq!(line(&preview, "magic_links"), 1, "the used verification link");
+    assert_eq!(
+        line(&preview, "magic_links"),
+        1,
+        "the used verification link"
+    );
     assert_eq!(
         run(&dir, &["cleanup", "--dry-run"]),
         preview,
