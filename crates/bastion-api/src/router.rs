@@ -61,8 +61,14 @@ pub fn app(state: AppState, http: &HttpConfig, opts: AppOptions) -> Router {
             "/v1/auth/verify-email/resend",
             post(routes::auth::resend_verification),
         )
-        .route("/v1/auth/password/forgot", post(routes::auth::forgot_password))
-        .route("/v1/auth/password/reset", post(routes::auth::reset_password))
+        .route(
+            "/v1/auth/password/forgot",
+            post(routes::auth::forgot_password),
+        )
+        .route(
+            "/v1/auth/password/reset",
+            post(routes::auth::reset_password),
+        )
         .route("/v1/me", get(routes::auth::me))
         .route("/v1/me/password", post(routes::auth::change_password))
         .route(

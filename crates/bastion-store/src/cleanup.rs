@@ -29,9 +29,18 @@ impl Purgeable {
 #[async_trait::async_trait]
 pub trait CleanupStore {
     /// How many rows [`CleanupStore::purge`] would remove at `now_ms`.
-    async fn count_purgeable(&self, scope: &Scope, what: Purgeable, now_ms: i64)
-    -> StoreResult<u64>;
+    async fn count_purgeable(
+        &self,
+        scope: &Scope,
+        what: Purgeable,
+        now_ms: i64,
+    ) -> StoreResult<u64>;
     /// Deletes up to `limit` such rows; returns how many.
-    async fn purge(&self, scope: &Scope, what: Purgeable, now_ms: i64, limit: u32)
-    -> StoreResult<u64>;
+    async fn purge(
+        &self,
+        scope: &Scope,
+        what: Purgeable,
+        now_ms: i64,
+        limit: u32,
+    ) -> StoreResult<u64>;
 }

@@ -281,10 +281,7 @@ pub async fn a8_clear_purge_and_scope<S: Store>(store: Arc<S>) {
         .await
         .unwrap();
     assert_eq!(
-        store
-            .purge(&SYS, stale, now + 1, 100)
-            .await
-            .unwrap(),
+        store.purge(&SYS, stale, now + 1, 100).await.unwrap(),
         0,
         "windows still open"
     );
@@ -624,7 +621,11 @@ fn mail(id: &str, now: i64) -> OutboundMail {
 pub async fn a7_magic_links_are_single_use_expiring_and_newest_only<S: Store>(store: Arc<S>) {
     let now = 1_700_000_000_000;
     store
-        .insert_link(&SYS, &link(1, "verify_email", "usr_a", now), Some(&mail("mail_1", now)))
+        .insert_link(
+            &SYS,
+            &link(1, "verify_email", "usr_a", now),
+            Some(&mail("mail_1", now)),
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -634,37 +635,70 @@ pub async fn a7_magic_links_are_single_use_expiring_and_newest_only<S: Store>(st
     );
     let consume = |t: u8, purpose: &'static str, at: i64| {
         let store = store.clone();
-        async move { store.consume_link(&SYS, &[t; 32], purpose, at).await.unwrap() }
+        async move {
+            store
+                .consume_link(&SYS, &[t; 32], purpose, at)
+                .await
+                .unwrap()
+        }
     };
-    assert!(consume(1, "reset_password", now + 1).await.is_none(), "wrong purpose");
-    assert!(consume(9, "verify_email", now + 1).await.is_none(), "unknown token");
+    assert!(
+        consume(1, "reset_password", now + 1).await.is_none(),
+        "wrong purpose"
+    );
+    assert!(
+        consume(9, "verify_email", now + 1).await.is_none(),
+        "unknown token"
+    );
     assert!(
         consume(1, "verify_email", now + 1_800_000).await.is_none(),
         "expired"
     );
     // A newer link for the same subject and purpose voids the older one.
     store
-        .insert_link(&SYS, &link(2, "verify_email", "usr_a", now + 10), Some(&mail("mail_2", now)))
+        .insert_link(
+            &SYS,
+            &link(2, "verify_email", "usr_a", now + 10),
+            Some(&mail("mail_2", now)),
+        )
         .await
         .unwrap();
-    assert!(consume(1, "verify_email", now + 11).await.is_none(), "superseded");
+    assert!(
+        consume(1, "verify_email", now + 11).await.is_none(),
+        "superseded"
+    );
     // …but not links of another subject or purpose.
     store
-        .insert_link(&SYS, &link(3, "reset_password", "usr_a", now + 12), Some(&mail("mail_3", now)))
+        .insert_link(
+            &SYS,
+            &link(3, "reset_password", "usr_a", now + 12),
+            Some(&mail("mail_3", now)),
+        )
         .await
         .unwrap();
     let used = consume(2, "verify_email", now + 13).await.unwrap();
     assert_eq!(
-        (used.purpose.as_str(), used.subject.as_str(), used.email.as_str()),
+        (
+            used.purpose.as_str(),
+            used.subject.as_str(),
+            used.email.as_str()
+        ),
         ("verify_email", "usr_a", "ada@example.com")
     );
-    assert!(consume(2, "verify_email", now + 14).await.is_none(), "used once");
+    assert!(
+        consume(2, "verify_email", now + 14).await.is_none(),
+        "used once"
+    );
     assert!(consume(3, "reset_password", now + 15).await.is_some());
     // Not a tenant path.
     let user = as_user("usr_a");
     assert!(
         store
-            .insert_link(&user, &link(4, "verify_email", "usr_a", now), Some(&mail("mail_4", now)))
+            .insert_link(
+                &user,
+                &link(4, "verify_email", "usr_a", now),
+                Some(&mail("mail_4", now))
+            )
             .await
             .is_err()
     );
@@ -680,7 +714,11 @@ pub async fn a7_magic_links_are_single_use_expiring_and_newest_only<S: Store>(st
 pub async fn a7_concurrent_consumers_of_one_link_have_one_winner<S: Store>(store: Arc<S>) {
     let now = 1_700_000_000_000;
     store
-        .insert_link(&SYS, &link(5, "reset_password", "usr_b", now), Some(&mail("mail_5", now)))
+        .insert_link(
+            &SYS,
+            &link(5, "reset_password", "usr_b", now),
+            Some(&mail("mail_5", now)),
+        )
         .await
         .unwrap();
     let tasks: Vec<_> = (0..20)
@@ -715,12 +753,28 @@ pub async fn mail_outbox_leases_retries_and_finishes<S: Store>(store: Arc<S>) {
     let mut ids: Vec<_> = first.iter().map(|m| m.id.as_str()).collect();
     ids.sort_unstable();
     assert_eq!(ids, ["mail_0", "mail_1"], "the oldest due first");
-    assert!(first.iter().all(|m| m.attempts == 1 && m.sealed == vec![7; 40]));
+    assert!(
+        first
+            .iter()
+            .all(|m| m.attempts == 1 && m.sealed == vec![7; 40])
+    );
     let second = store.claim_mail(&SYS, now + 10, 60_000, 10).await.unwrap();
     assert_eq!(second.len(), 1, "leased mail is not handed out twice");
-    assert!(store.claim_mail(&SYS, now + 20, 60_000, 10).await.unwrap().is_empty());
+    assert!(
+        store
+            .claim_mail(&SYS, now + 20, 60_000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     store
-        .mail_failed(&SYS, "mail_0", now + 30, Some(now + 1_000), "connection refused")
+        .mail_failed(
+            &SYS,
+            "mail_0",
+            now + 30,
+            Some(now + 1_000),
+            "connection refused",
+        )
         .await
         .unwrap();
     store.mail_sent(&SYS, "mail_1", now + 30).await.unwrap();
@@ -729,16 +783,29 @@ pub async fn mail_outbox_leases_retries_and_finishes<S: Store>(store: Arc<S>) {
         .await
         .unwrap();
     assert!(
-        store.claim_mail(&SYS, now + 999, 60_000, 10).await.unwrap().is_empty(),
+        store
+            .claim_mail(&SYS, now + 999, 60_000, 10)
+            .await
+            .unwrap()
+            .is_empty(),
         "not before its retry time"
     );
-    let retry = store.claim_mail(&SYS, now + 1_000, 60_000, 10).await.unwrap();
+    let retry = store
+        .claim_mail(&SYS, now + 1_000, 60_000, 10)
+        .await
+        .unwrap();
     assert_eq!(
-        retry.iter().map(|m| (m.id.as_str(), m.attempts)).collect::<Vec<_>>(),
+        retry
+            .iter()
+            .map(|m| (m.id.as_str(), m.attempts))
+            .collect::<Vec<_>>(),
         [("mail_0", 2)]
     );
     // An expired lease (a dispatcher that died) makes the mail due again.
-    let again = store.claim_mail(&SYS, now + 61_000, 60_000, 10).await.unwrap();
+    let again = store
+        .claim_mail(&SYS, now + 61_000, 60_000, 10)
+        .await
+        .unwrap();
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].attempts, 3);
     store.mail_sent(&SYS, "mail_0", now + 61_001).await.unwrap();
@@ -755,7 +822,10 @@ pub async fn mail_outbox_leases_retries_and_finishes<S: Store>(store: Arc<S>) {
 /// Cleanup counts exactly what it then removes, in batches, and leaves live rows alone (A6).
 pub async fn a6_cleanup_counts_then_purges_only_what_ended<S: Store>(store: Arc<S>) {
     let now = 1_700_000_000_000;
-    store.create_user(&SYS, &user_row("usr_c", "c@example.com")).await.unwrap();
+    store
+        .create_user(&SYS, &user_row("usr_c", "c@example.com"))
+        .await
+        .unwrap();
     let mut live = session_row("ses_live", "usr_c", now);
     live.idle_expires_ms = now + 1_000;
     let mut revoked = session_row("ses_revoked", "usr_c", now);
@@ -773,20 +843,38 @@ pub async fn a6_cleanup_counts_then_purges_only_what_ended<S: Store>(store: Arc<
         .unwrap();
     // Links: one used, one expired, one live.
     store
-        .insert_link(&SYS, &link(11, "verify_email", "usr_1", now - 10), Some(&mail("mail_a", now)))
+        .insert_link(
+            &SYS,
+            &link(11, "verify_email", "usr_1", now - 10),
+            Some(&mail("mail_a", now)),
+        )
         .await
         .unwrap();
-    store.consume_link(&SYS, &[11; 32], "verify_email", now - 9).await.unwrap();
     store
-        .insert_link(&SYS, &link(12, "verify_email", "usr_2", now - 1_800_000), Some(&mail("mail_b", now)))
+        .consume_link(&SYS, &[11; 32], "verify_email", now - 9)
         .await
         .unwrap();
     store
-        .insert_link(&SYS, &link(13, "verify_email", "usr_3", now), Some(&mail("mail_c", now)))
+        .insert_link(
+            &SYS,
+            &link(12, "verify_email", "usr_2", now - 1_800_000),
+            Some(&mail("mail_b", now)),
+        )
+        .await
+        .unwrap();
+    store
+        .insert_link(
+            &SYS,
+            &link(13, "verify_email", "usr_3", now),
+            Some(&mail("mail_c", now)),
+        )
         .await
         .unwrap();
     // Mail: one sent long ago, one sent just now, one pending.
-    store.mail_sent(&SYS, "mail_a", now - 8 * 86_400_000).await.unwrap();
+    store
+        .mail_sent(&SYS, "mail_a", now - 8 * 86_400_000)
+        .await
+        .unwrap();
     store.mail_sent(&SYS, "mail_b", now - 1).await.unwrap();
     let week = 7 * 86_400_000;
     let kinds = [
@@ -795,10 +883,28 @@ pub async fn a6_cleanup_counts_then_purges_only_what_ended<S: Store>(store: Arc<
         (Purgeable::FinishedMail { retention_ms: week }, 1),
     ];
     for (what, n) in kinds {
-        assert_eq!(store.count_purgeable(&SYS, what, now).await.unwrap(), n, "{}", what.name());
+        assert_eq!(
+            store.count_purgeable(&SYS, what, now).await.unwrap(),
+            n,
+            "{}",
+            what.name()
+        );
     }
-    assert_eq!(store.purge(&SYS, Purgeable::EndedSessions, now, 2).await.unwrap(), 2, "one batch");
-    assert_eq!(store.purge(&SYS, Purgeable::EndedSessions, now, 2).await.unwrap(), 1);
+    assert_eq!(
+        store
+            .purge(&SYS, Purgeable::EndedSessions, now, 2)
+            .await
+            .unwrap(),
+        2,
+        "one batch"
+    );
+    assert_eq!(
+        store
+            .purge(&SYS, Purgeable::EndedSessions, now, 2)
+            .await
+            .unwrap(),
+        1
+    );
     for (what, n) in &kinds[1..] {
         assert_eq!(store.purge(&SYS, *what, now, 100).await.unwrap(), *n);
     }
@@ -814,7 +920,13 @@ pub async fn a6_cleanup_counts_then_purges_only_what_ended<S: Store>(store: Arc<
         );
     }
     assert!(store.find_refresh(&SYS, &[1; 32]).await.unwrap().is_some());
-    assert!(store.consume_link(&SYS, &[13; 32], "verify_email", now + 1).await.unwrap().is_some());
+    assert!(
+        store
+            .consume_link(&SYS, &[13; 32], "verify_email", now + 1)
+            .await
+            .unwrap()
+            .is_some()
+    );
     assert!(
         store
             .count_purgeable(&as_user("usr_c"), Purgeable::EndedSessions, now)

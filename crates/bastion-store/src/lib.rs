@@ -17,12 +17,12 @@ mod scope;
 pub mod conformance;
 
 pub use accounts::{AccountStore, RefreshRow, Rotation, SessionRow, SessionStore, UserRow};
-pub use cleanup::{CleanupStore, Purgeable};
 pub use audit::{AuditRecord, AuditStore, ChainHead, CheckpointRecord, NewAuditEvent, Sealer};
+pub use cleanup::{CleanupStore, Purgeable};
 pub use keyring::{KeyRingStore, StoredKey};
 pub use links::{ConsumedLink, MagicLinkRow, MagicLinkStore};
-pub use mail::{ClaimedMail, MailCounts, MailStore, OutboundMail};
 pub use lockout::{AttemptDecision, LockoutStore, ThrottleRule};
+pub use mail::{ClaimedMail, MailCounts, MailStore, OutboundMail};
 pub use scope::Scope;
 
 /// Errors of the storage layer. Messages never contain row contents.

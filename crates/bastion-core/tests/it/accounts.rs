@@ -100,9 +100,13 @@ async fn env(postgres: bool) -> Option<Env> {
     let clock = Arc::new(ManualClock::new(SystemClock.now_ms()));
     let dyn_clock: Arc<dyn Clock> = clock.clone();
     let keys = SharedKeyRing::new(
-        KeyRing::open(store.as_ref(), &MasterKey::from_bytes([4; 32]), clock.as_ref())
-            .await
-            .unwrap(),
+        KeyRing::open(
+            store.as_ref(),
+            &MasterKey::from_bytes([4; 32]),
+            clock.as_ref(),
+        )
+        .await
+        .unwrap(),
     );
     let audit = Arc::new(AuditLog::new(
         store.clone(),
@@ -238,7 +242,8 @@ async fn reset_link_rules(postgres: bool) {
         .unwrap();
     // …not twice.
     assert!(matches!(
-        a.reset_password(&second, pw("yet another passphrase")).await,
+        a.reset_password(&second, pw("yet another passphrase"))
+            .await,
         Err(AccountError::InvalidLink)
     ));
     assert!(matches!(
@@ -267,7 +272,12 @@ async fn reset_link_rules(postgres: bool) {
     ));
 
     // Forged and malformed tokens are the same answer.
-    for bad in ["", "bml_", "bml_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "bst_rt_x"] {
+    for bad in [
+        "",
+        "bml_",
+        "bml_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        "bst_rt_x",
+    ] {
         assert!(matches!(
             a.reset_password(&pw(bad), pw("whatever passphrase")).await,
             Err(AccountError::InvalidLink)
