@@ -484,3 +484,66 @@ async fn a1_a4_password_change_needs_the_current_password_and_ends_other_session
     .await;
     assert_eq!(new.status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a8_twenty_concurrent_wrong_passwords_across_two_servers_sharing_postgres_are_evaluated_at_most_ten_times()
+ {
+    let Some(first) = spawn_app(
+        Spawn {
+            postgres: true,
+            ..Default::default()
+        },
+        |_| {},
+    )
+    .await
+    else {
+        return;
+    };
+    // A second node: same database, same master key, its own process state.
+    let shared_db = first.config.database_url.clone();
+    let key = first.data_dir.path().join("master.key");
+    let second = spawn_app(Spawn::default(), |c| {
+        c.database_url = shared_db;
+        std::fs::copy(&key, c.data_dir.join("master.key")).unwrap();
+    })
+    .await
+    .unwrap();
+    signup_and_login(&first, "shared@example.com").await;
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let url = [&first, &second][i % 2].url("/v1/auth/login");
+            tokio::spawn(async move {
+                client()
+                    .post(url)
+                    .json(&json!({ "email": "shared@example.com", "password": "guess guess" }))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.unwrap());
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 401).count(),
+        10,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        10,
+        "{statuses:?}"
+    );
+    // Either node now refuses even the right password until the lock ends.
+    let res = post(
+        &second,
+        "/v1/auth/login",
+        json!({ "email": "shared@example.com", "password": PASSWORD }),
+    )
+    .await;
+    assert_problem(res, 429, "login_locked").await;
+}
