@@ -394,3 +394,65 @@ async fn a7_mail_waits_out_an_smtp_outage_and_is_delivered_once_the_server_is_ba
         .unwrap();
     assert_eq!(counts.failed, 1);
 }
+
+#[tokio::test]
+async fn a1_bad_input_to_the_link_endpoints_is_a_4xx_problem_never_a_500() {
+    let app = spawn_app(Spawn::default(), |_| {}).await.unwrap();
+    let big = "x".repeat(10 << 20);
+    for path in [
+        "/v1/auth/verify-email",
+        "/v1/auth/verify-email/resend",
+        "/v1/auth/password/forgot",
+        "/v1/auth/password/reset",
+    ] {
+        let raw = |body: &str| {
+            client()
+                .post(app.url(path))
+                .header("content-type", "application/json")
+                .body(body.to_owned())
+        };
+        let cases: Vec<(reqwest::RequestBuilder, u16, &str)> = vec![
+            (raw("{"), 400, "malformed_json"),
+            (
+                client().post(app.url(path)).body("token=x"),
+                415,
+                "unsupported_media_type",
+            ),
+            (raw("{}"), 422, "invalid_body"),
+            (
+                raw("{\"token\": 5, \"email\": 5, \"new_password\": 5}"),
+                422,
+                "invalid_body",
+            ),
+            (raw("[]"), 422, "invalid_body"),
+            (
+                raw(&format!("{{\"token\": \"{big}\"}}")),
+                413,
+                "payload_too_large",
+            ),
+        ];
+        for (req, status, code) in cases {
+            let res = req.send().await.unwrap();
+            assert_eq!(res.status(), status, "{path}: {code}");
+            assert_problem(res, status, code).await;
+        }
+    }
+    for path in ["/v1/auth/verify-email/resend", "/v1/auth/password/forgot"] {
+        let res = post(&app, path, json!({ "email": "not an email" })).await;
+        assert_problem(res, 422, "invalid_email").await;
+    }
+    let res = post(
+        &app,
+        "/v1/auth/verify-email",
+        json!({ "token": "bml_forged" }),
+    )
+    .await;
+    assert_problem(res, 400, "invalid_link").await;
+    let res = post(
+        &app,
+        "/v1/auth/password/reset",
+        json!({ "token": "bml_forged", "new_password": "long enough passphrase" }),
+    )
+    .await;
+    assert_problem(res, 400, "invalid_link").await;
+}
