@@ -19,6 +19,11 @@
 //! signature and claims, then that the session is live; liveness is cached per session for a
 //! few seconds and dropped locally the moment this node revokes the session, so a revocation
 //! takes effect at once here and within the cache lifetime on other nodes.
+//!
+//! A token that verified once is remembered by its SHA-256 until it expires or the key ring
+//! changes: a signature check is a pure function of the token's bytes and the keys, so only
+//! the first presentation pays for RSA (the same idea as Envoy's JWT cache). Expiry is
+//! re-checked on every use, and the liveness check above still runs.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -141,6 +146,30 @@ struct VerifierCache {
     verifier: Arc<JwtVerifier>,
 }
 
+/// Clock skew allowed on `exp` and `nbf`, in seconds.
+const ACCESS_LEEWAY_SECS: i64 = 30;
+/// Verified tokens remembered at most (a full cache first drops expired entries, then all).
+const VERIFIED_CAPACITY: usize = 16_384;
+
+/// What a verified token says, kept by the token's hash.
+#[derive(Clone)]
+struct Verified {
+    sub: String,
+    sid: String,
+    exp: i64,
+}
+
+/// Tokens verified under one key ring; emptied when the ring is swapped.
+struct VerifiedTokens {
+    ring: Arc<KeyRing>,
+    tokens: HashMap<[u8; 32], Verified>,
+}
+
+fn unix_now_secs() -> i64 {
+    // Real time, as the JWT validation itself uses.
+    crate::SystemClock.now_ms() / 1000
+}
+
 pub struct Sessions {
     store: Arc<dyn Store>,
     keys: Arc<SharedKeyRing>,
@@ -148,6 +177,7 @@ pub struct Sessions {
     clock: Arc<dyn Clock>,
     policy: SessionPolicy,
     verifier: Mutex<Option<VerifierCache>>,
+    verified: Mutex<Option<VerifiedTokens>>,
     /// session id -> (live, checked at ms)
     liveness: Mutex<HashMap<String, (bool, i64)>>,
 }
@@ -167,6 +197,7 @@ impl Sessions {
             clock,
             policy,
             verifier: Mutex::new(None),
+            verified: Mutex::new(None),
             liveness: Mutex::new(HashMap::new()),
         }
     }
@@ -439,7 +470,7 @@ impl Sessions {
             &jwks,
             &self.policy.issuer,
             &self.policy.audience,
-            30,
+            ACCESS_LEEWAY_SECS.unsigned_abs(),
         )?);
         *slot = Some(VerifierCache {
             ring,
@@ -450,10 +481,7 @@ impl Sessions {
 
     /// Validates an access token and its session's liveness.
     pub async fn authenticate(&self, access_token: &str) -> Result<Principal, SessionError> {
-        let claims: AccessClaims = self
-            .verifier()?
-            .verify(access_token)
-            .map_err(SessionError::InvalidAccess)?;
+        let claims = self.verified(access_token)?;
         let now = self.clock.now_ms();
         let cached = self
             .liveness
@@ -485,6 +513,46 @@ impl Sessions {
             user_id: claims.sub,
             session_id: claims.sid,
         })
+    }
+
+    /// The token's claims: from the verified-token cache, or by full validation.
+    fn verified(&self, token: &str) -> Result<Verified, SessionError> {
+        let ring = self.keys.current();
+        let key = bastion_crypto::sha256(token.as_bytes());
+        let now_s = unix_now_secs();
+        if let Ok(cache) = self.verified.lock()
+            && let Some(c) = cache.as_ref().filter(|c| Arc::ptr_eq(&c.ring, &ring))
+            && let Some(v) = c.tokens.get(&key)
+            && now_s <= v.exp + ACCESS_LEEWAY_SECS
+        {
+            return Ok(v.clone());
+        }
+        let claims: AccessClaims = self
+            .verifier()?
+            .verify(token)
+            .map_err(SessionError::InvalidAccess)?;
+        let v = Verified {
+            sub: claims.sub,
+            sid: claims.sid,
+            exp: claims.exp,
+        };
+        if let Ok(mut cache) = self.verified.lock() {
+            let c = match cache.take() {
+                Some(c) if Arc::ptr_eq(&c.ring, &ring) => cache.insert(c),
+                _ => cache.insert(VerifiedTokens {
+                    ring,
+                    tokens: HashMap::new(),
+                }),
+            };
+            if c.tokens.len() >= VERIFIED_CAPACITY {
+                c.tokens.retain(|_, t| now_s <= t.exp + ACCESS_LEEWAY_SECS);
+                if c.tokens.len() >= VERIFIED_CAPACITY {
+                    c.tokens.clear();
+                }
+            }
+            c.tokens.insert(key, v.clone());
+        }
+        Ok(v)
     }
 }
 
