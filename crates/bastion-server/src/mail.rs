@@ -35,15 +35,39 @@ fn build(from: &Mailbox, m: &Message) -> Result<lettre::Message, TransportError>
         })
 }
 
-struct Smtp {
+/// Whether a transport's error means "do not retry".
+trait Permanence {
+    fn permanent(&self) -> bool;
+}
+
+impl Permanence for lettre::transport::smtp::Error {
+    fn permanent(&self) -> bool {
+        self.is_permanent()
+    }
+}
+
+impl Permanence for lettre::transport::file::Error {
+    // A full or unwritable disk may recover.
+    fn permanent(&self) -> bool {
+        false
+    }
+}
+
+/// A lettre transport as a [`MailTransport`].
+struct Via<T> {
+    name: &'static str,
     from: Mailbox,
-    inner: AsyncSmtpTransport<Tokio1Executor>,
+    inner: T,
 }
 
 #[async_trait::async_trait]
-impl MailTransport for Smtp {
+impl<T> MailTransport for Via<T>
+where
+    T: AsyncTransport + Send + Sync,
+    T::Error: Permanence + std::fmt::Display + Send,
+{
     fn name(&self) -> &'static str {
-        "smtp"
+        self.name
     }
 
     async fn send(&self, message: &Message) -> Result<(), TransportError> {
@@ -53,32 +77,8 @@ impl MailTransport for Smtp {
             .await
             .map(|_| ())
             .map_err(|e| TransportError {
-                permanent: e.is_permanent(),
-                reason: format!("smtp: {e}"),
-            })
-    }
-}
-
-struct FileOutbox {
-    from: Mailbox,
-    inner: AsyncFileTransport<Tokio1Executor>,
-}
-
-#[async_trait::async_trait]
-impl MailTransport for FileOutbox {
-    fn name(&self) -> &'static str {
-        "file"
-    }
-
-    async fn send(&self, message: &Message) -> Result<(), TransportError> {
-        let msg = build(&self.from, message)?;
-        self.inner
-            .send(msg)
-            .await
-            .map(|_| ())
-            .map_err(|e| TransportError {
-                permanent: false,
-                reason: format!("file outbox: {e}"),
+                permanent: e.permanent(),
+                reason: format!("{}: {e}", self.name),
             })
     }
 }
@@ -106,9 +106,10 @@ pub fn transport(cfg: &Config) -> Result<Arc<dyn MailTransport>, StartupError> {
         let dir = cfg.data_dir.join("outbox");
         create_private_dir(&dir)?;
         tracing::info!(dir = %dir.display(), "email goes to the file outbox (transport = \"file\"): nothing leaves this machine");
-        return Ok(Arc::new(FileOutbox {
+        return Ok(Arc::new(Via {
+            name: "file",
             from,
-            inner: AsyncFileTransport::new(dir),
+            inner: AsyncFileTransport::<Tokio1Executor>::new(dir),
         }));
     }
     let s = &e.smtp;
@@ -136,7 +137,8 @@ pub fn transport(cfg: &Config) -> Result<Arc<dyn MailTransport>, StartupError> {
         ));
     }
     tracing::info!(host = %s.host, port = s.port, security = %s.security, "email goes out over SMTP");
-    Ok(Arc::new(Smtp {
+    Ok(Arc::new(Via {
+        name: "smtp",
         from,
         inner: builder.build(),
     }))

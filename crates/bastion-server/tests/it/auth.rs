@@ -156,17 +156,16 @@ async fn a8_lockout_answers_alike_for_known_and_unknown_accounts() {
     assert_eq!(res.status(), 429);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a8_twenty_concurrent_wrong_passwords_are_evaluated_at_most_ten_times() {
-    let app = app(|_| {}).await;
-    signup_and_login(&app, "target@example.com").await;
+/// Twenty concurrent sign-ins with a wrong password, spread over `apps`; their statuses.
+async fn wrong_password_burst(apps: &[&TestApp], email: &str) -> Vec<u16> {
     let tasks: Vec<_> = (0..20)
-        .map(|_| {
-            let url = app.url("/v1/auth/login");
+        .map(|i| {
+            let url = apps[i % apps.len()].url("/v1/auth/login");
+            let body = json!({ "email": email, "password": "guess guess" });
             tokio::spawn(async move {
                 client()
                     .post(url)
-                    .json(&json!({ "email": "target@example.com", "password": "guess guess" }))
+                    .json(&body)
                     .send()
                     .await
                     .unwrap()
@@ -179,6 +178,14 @@ async fn a8_twenty_concurrent_wrong_passwords_are_evaluated_at_most_ten_times() 
     for t in tasks {
         statuses.push(t.await.unwrap());
     }
+    statuses
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a8_twenty_concurrent_wrong_passwords_are_evaluated_at_most_ten_times() {
+    let app = app(|_| {}).await;
+    signup_and_login(&app, "target@example.com").await;
+    let statuses = wrong_password_burst(&[&app], "target@example.com").await;
     // The successful login above cleared the counter: 10 evaluations, 10 refusals.
     assert_eq!(
         statuses.iter().filter(|s| **s == 401).count(),
@@ -509,25 +516,7 @@ async fn a8_twenty_concurrent_wrong_passwords_across_two_servers_sharing_postgre
     .await
     .unwrap();
     signup_and_login(&first, "shared@example.com").await;
-    let tasks: Vec<_> = (0..20)
-        .map(|i| {
-            let url = [&first, &second][i % 2].url("/v1/auth/login");
-            tokio::spawn(async move {
-                client()
-                    .post(url)
-                    .json(&json!({ "email": "shared@example.com", "password": "guess guess" }))
-                    .send()
-                    .await
-                    .unwrap()
-                    .status()
-                    .as_u16()
-            })
-        })
-        .collect();
-    let mut statuses = Vec::new();
-    for t in tasks {
-        statuses.push(t.await.unwrap());
-    }
+    let statuses = wrong_password_burst(&[&first, &second], "shared@example.com").await;
     assert_eq!(
         statuses.iter().filter(|s| **s == 401).count(),
         10,
