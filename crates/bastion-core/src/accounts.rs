@@ -146,7 +146,13 @@ pub struct AccountDeps {
     pub mailer: Arc<Mailer>,
 }
 
+/// How long a node serves `me` from its own copy of the account (see [`Accounts::me`]).
+const PROFILE_CACHE_MS: i64 = 5_000;
+const PROFILE_CACHE_CAPACITY: usize = 100_000;
+
 pub struct Accounts {
+    /// user id -> (account, read at ms): `GET /v1/me` is the hottest read of all.
+    profiles: std::sync::Mutex<std::collections::HashMap<String, (Account, i64)>>,
     store: Arc<dyn Store>,
     hashing: Arc<PasswordHashing>,
     rules: PasswordRules,
@@ -173,6 +179,7 @@ fn hex_prefix(h: &[u8; 32]) -> String {
 impl Accounts {
     pub fn new(deps: AccountDeps, policy: AccountPolicy) -> Self {
         Self {
+            profiles: std::sync::Mutex::new(std::collections::HashMap::new()),
             store: deps.store,
             hashing: deps.hashing,
             rules: deps.rules,
@@ -312,6 +319,7 @@ impl Accounts {
         self.store
             .mark_email_verified(&SCOPE, &user.id, self.clock.now_ms())
             .await?;
+        self.forget_profile(&user.id);
         self.audit(
             AuditEvent::new(Category::Authentication, "email.verified", Outcome::Success)
                 .actor(user.id),
@@ -352,6 +360,7 @@ impl Accounts {
         self.store
             .mark_email_verified(&SCOPE, &user.id, now)
             .await?;
+        self.forget_profile(&user.id);
         self.store
             .clear_attempts(&SCOPE, &attempt_key("login-account", &user.email))
             .await?;
@@ -558,17 +567,44 @@ impl Accounts {
         self.links.ttl_ms()
     }
 
-    /// The signed-in user's own account.
+    /// The signed-in user's own account. A node serves it from a copy at most 5 s old (the
+    /// same bound as session liveness), dropped at once when this node changes the account;
+    /// another node's change shows within those 5 s. Only this read uses the copy: no
+    /// decision is ever made from it.
     pub async fn me(&self, user_id: &str) -> Result<Option<Account>, AccountError> {
+        let now = self.clock.now_ms();
+        if let Ok(cache) = self.profiles.lock()
+            && let Some((account, at)) = cache.get(user_id)
+            && now - at < PROFILE_CACHE_MS
+        {
+            return Ok(Some(account.clone()));
+        }
         let scope = Scope::User {
             user_id: user_id.to_owned(),
             org_id: None,
         };
-        Ok(self
+        let account = self
             .store
             .user_by_id(&scope, user_id)
             .await?
-            .map(Account::from))
+            .map(Account::from);
+        if let (Some(a), Ok(mut cache)) = (&account, self.profiles.lock()) {
+            if cache.len() >= PROFILE_CACHE_CAPACITY {
+                cache.retain(|_, (_, at)| now - *at < PROFILE_CACHE_MS);
+                if cache.len() >= PROFILE_CACHE_CAPACITY {
+                    cache.clear();
+                }
+            }
+            cache.insert(user_id.to_owned(), (a.clone(), now));
+        }
+        Ok(account)
+    }
+
+    /// Drops this node's copy of an account after changing it.
+    fn forget_profile(&self, user_id: &str) {
+        if let Ok(mut cache) = self.profiles.lock() {
+            cache.remove(user_id);
+        }
     }
 }
 

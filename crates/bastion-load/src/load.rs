@@ -113,6 +113,10 @@ pub struct LoadConfig {
     pub connections: usize,
     pub warmup: Duration,
     pub duration: Duration,
+    /// `None`: closed loop (the next request as soon as the answer is read). `Some(p)`: each
+    /// connection starts a request every `p` at most, i.e. a probe that measures latency
+    /// without itself taking much of the machine.
+    pub pace: Option<Duration>,
 }
 
 /// Figures over the measured window. `requests` counts every answer (any status) completed in the
@@ -136,12 +140,22 @@ struct Tally {
 
 /// Drives `target` for warm-up + duration and reports the duration window only.
 pub async fn run(target: &Target, cfg: &LoadConfig) -> Result<Stats> {
+    run_each(std::slice::from_ref(target), cfg).await
+}
+
+/// Like [`run`], connection `i` sending `targets[i % targets.len()]` (e.g. one session's
+/// token per connection, as separate clients would).
+pub async fn run_each(targets: &[Target], cfg: &LoadConfig) -> Result<Stats> {
     ensure!(cfg.connections > 0, "need at least one connection");
+    ensure!(!targets.is_empty(), "need at least one target");
     ensure!(!cfg.duration.is_zero(), "duration must be positive");
     let warm_end = Instant::now() + cfg.warmup;
     let end = warm_end + cfg.duration;
-    let workers: Vec<_> = (0..cfg.connections)
-        .map(|_| tokio::spawn(worker(target.clone(), warm_end, end)))
+    let workers: Vec<_> = targets
+        .iter()
+        .cycle()
+        .take(cfg.connections)
+        .map(|t| tokio::spawn(worker(t.clone(), warm_end, end, cfg.pace)))
         .collect();
     let mut all = Tally::default();
     for w in workers {
@@ -152,12 +166,21 @@ pub async fn run(target: &Target, cfg: &LoadConfig) -> Result<Stats> {
     Ok(summarize(all, cfg.duration))
 }
 
-async fn worker(target: Target, warm_end: Instant, end: Instant) -> Tally {
+async fn worker(target: Target, warm_end: Instant, end: Instant, pace: Option<Duration>) -> Tally {
     let mut tally = Tally::default();
     let mut conn: Option<SendRequest<Body>> = None;
     // Answers are attributed to the window by completion time, so nothing after `end` counts.
     let counts = |t: Instant| t >= warm_end && t <= end;
+    let mut ticks = pace.map(|p| {
+        let mut i = tokio::time::interval(p);
+        // A slow answer delays the next request rather than triggering a catch-up burst.
+        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        i
+    });
     while Instant::now() < end {
+        if let Some(t) = ticks.as_mut() {
+            t.tick().await;
+        }
         // A server may close a keep-alive connection legitimately; reconnecting is not an error.
         if conn.as_ref().is_none_or(|c| c.is_closed()) {
             match timeout(REQUEST_TIMEOUT, connect(target.addr)).await {

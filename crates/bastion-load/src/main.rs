@@ -85,6 +85,7 @@ impl LoadArgs {
             connections: self.connections,
             warmup: Duration::from_secs(self.warmup_secs),
             duration: Duration::from_secs(self.duration_secs),
+            pace: None,
         }
     }
 }

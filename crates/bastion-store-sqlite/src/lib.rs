@@ -87,6 +87,8 @@ impl SqliteStore {
             .row_buffer_size(1024);
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
+            // A local file handle cannot go stale the way a socket can: no ping per checkout.
+            .test_before_acquire(false)
             .connect_with(opts)
             .await
             .map_err(db_err)?;

@@ -44,6 +44,7 @@ impl MailTransport for Recorder {
 }
 
 struct Env {
+    store: Arc<dyn Store>,
     accounts: Arc<Accounts>,
     sessions: Arc<Sessions>,
     mailer: Arc<Mailer>,
@@ -145,7 +146,7 @@ async fn env(postgres: bool) -> Option<Env> {
     };
     let accounts = Arc::new(Accounts::new(
         AccountDeps {
-            store,
+            store: store.clone(),
             hashing: Arc::new(PasswordHashing::new(policy, 2).unwrap()),
             rules: PasswordRules::default(),
             sessions: sessions.clone(),
@@ -157,6 +158,7 @@ async fn env(postgres: bool) -> Option<Env> {
         AccountPolicy::default(),
     ));
     Some(Env {
+        store,
         accounts,
         sessions,
         mailer,
@@ -190,6 +192,14 @@ async fn verification_link_works_once(postgres: bool) {
         a.sign_in("ada@example.com", pw(PASSWORD), &device()).await,
         Err(AccountError::EmailNotVerified)
     ));
+    let id = env
+        .store
+        .user_by_email(&bastion_store::Scope::System("test"), "ada@example.com")
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    assert!(!a.me(&id).await.unwrap().unwrap().email_verified);
     let token = env.token_for("ada@example.com", 1).await;
     assert!(
         env.sent.0.lock().unwrap()[0]
@@ -198,6 +208,10 @@ async fn verification_link_works_once(postgres: bool) {
         "the token travels in the fragment"
     );
     a.verify_email(&token).await.unwrap();
+    assert!(
+        a.me(&id).await.unwrap().unwrap().email_verified,
+        "this node's copy of the account was dropped on change"
+    );
     assert!(matches!(
         a.verify_email(&token).await,
         Err(AccountError::InvalidLink)
