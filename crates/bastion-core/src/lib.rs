@@ -9,6 +9,7 @@ pub mod ids;
 pub mod keys;
 pub mod links;
 pub mod mail;
+pub mod orgs;
 pub mod passwords;
 pub mod sessions;
 

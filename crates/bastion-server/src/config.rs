@@ -39,6 +39,8 @@ pub struct Config {
     pub audit: AuditConfig,
     pub email: EmailConfig,
     pub cleanup: CleanupConfig,
+    /// Organization level name -> the permissions it adds (see `config/default.toml`).
+    pub permissions: std::collections::BTreeMap<String, Vec<String>>,
     pub security_txt: SecurityTxtConfig,
     pub log: LogConfig,
 }
@@ -261,6 +263,7 @@ impl Config {
         self.database()?;
         self.tokens.jwt_algorithm()?;
         self.auth.password_policy()?;
+        self.permission_map()?;
         if self.auth.login_max_failures == 0
             || self.auth.login_ip_max_attempts == 0
             || self.auth.session_idle_days == 0
@@ -362,6 +365,12 @@ impl Config {
             );
         }
         Ok(())
+    }
+
+    /// The validated level -> permissions map.
+    pub fn permission_map(&self) -> Result<bastion_core::orgs::PermissionMap, ConfigError> {
+        bastion_core::orgs::PermissionMap::from_additions(&self.permissions)
+            .map_err(|e| ConfigError::Invalid(format!("permissions: {e}")))
     }
 
     /// Where magic links point: `email.link_base_url`, else `public_url`, else this server.
@@ -488,6 +497,42 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(err.contains("\"mysql\""), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn r2_the_default_permission_map_is_valid_and_overrides_are_checked() {
+        Jail::expect_with(|jail| {
+            let c = Config::load(None, None, &Overrides::default()).unwrap();
+            let map = c.permission_map().unwrap();
+            use bastion_core::orgs::Level;
+            assert!(
+                map.allows(Level::Admin, "secrets.reveal"),
+                "Admin and above reveal"
+            );
+            assert!(!map.allows(Level::Manager, "secrets.reveal"));
+            assert!(map.allows(Level::SuperAdmin, "audit.read"));
+            assert!(!map.allows(Level::Admin, "org.delete"));
+
+            jail.create_file("p.toml", "[permissions]\nmanager = [\"secrets.reveal\"]\n")?;
+            let c = Config::load(Some(Path::new("p.toml")), None, &Overrides::default()).unwrap();
+            assert!(
+                c.permission_map()
+                    .unwrap()
+                    .allows(Level::Manager, "secrets.reveal")
+            );
+
+            jail.create_file("bad.toml", "[permissions]\nroot = [\"org.read\"]\n")?;
+            let err = Config::load(Some(Path::new("bad.toml")), None, &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("root"), "{err}");
+            jail.create_file("bad2.toml", "[permissions]\nviewer = [\"Org Read\"]\n")?;
+            let err = Config::load(Some(Path::new("bad2.toml")), None, &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("Org Read"), "{err}");
             Ok(())
         });
     }
