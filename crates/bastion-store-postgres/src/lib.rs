@@ -1,7 +1,7 @@
 //! PostgreSQL backend. Every transaction runs as one of two RLS-subject roles, chosen from the
-//! [`Scope`]: `bastion_app` for request work (user and org passed to the policies' helper
-//! functions as transaction-local settings) and `bastion_system` for named system paths.
-//! Row-level security is enabled and forced on every table (see `migrations/`).
+//! [`Scope`]: `bastion_app` for request work and `bastion_system` for named system paths, with
+//! the scope passed as a signed context that the policies' helper functions verify
+//! (`context.rs`, docs/tenancy.md). Row-level security is enabled and forced on every table.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -15,7 +15,10 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{PgPool, Postgres, Row, Transaction};
 
 mod accounts;
+mod context;
 mod links_mail;
+
+use context::ScopeKey;
 
 /// Migrations, embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -25,6 +28,9 @@ pub const SCHEMA: &str = "bastion";
 
 pub struct PgStore {
     pool: PgPool,
+    /// Loaded (or created) by the owner once the schema exists; without it every scoped
+    /// transaction fails.
+    scope_key: std::sync::OnceLock<ScopeKey>,
 }
 
 pub(crate) fn db_err(e: sqlx::Error) -> StoreError {
@@ -74,7 +80,67 @@ impl PgStore {
             .connect_with(opts)
             .await
             .map_err(db_err)?;
-        Ok(Self { pool })
+        let store = Self {
+            pool,
+            scope_key: std::sync::OnceLock::new(),
+        };
+        // A migrated database: load its scope key now (a fresh one gets it from `migrate`).
+        let migrated: bool =
+            sqlx::query_scalar("SELECT to_regclass('bastion.scope_key') IS NOT NULL")
+                .fetch_one(&store.pool)
+                .await
+                .map_err(db_err)?;
+        if migrated {
+            store.load_scope_key().await?;
+        }
+        Ok(store)
+    }
+
+    /// Reads the scope key, creating it on first use (as the schema owner).
+    async fn load_scope_key(&self) -> StoreResult<()> {
+        if self.scope_key.get().is_some() {
+            return Ok(());
+        }
+        let fresh = ScopeKey::generate()?;
+        let (ipad, opad) = fresh.pads();
+        sqlx::query(
+            "INSERT INTO bastion.scope_key (id, k_ipad, k_opad) VALUES (1, $1, $2) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(ipad)
+        .bind(opad)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        let (ipad, opad): (Vec<u8>, Vec<u8>) =
+            sqlx::query_as("SELECT k_ipad, k_opad FROM bastion.scope_key WHERE id = 1")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db_err)?;
+        let key = ScopeKey::from_pads(&ipad, &opad);
+        zeroize::Zeroize::zeroize(&mut (ipad, opad));
+        let _ = self.scope_key.set(key?);
+        Ok(())
+    }
+
+    /// The role and signed context a transaction for `scope` starts with. Public so tests can
+    /// play a well-behaved client beside their forgeries; only this process holds the key.
+    pub fn signed_context(&self, scope: &Scope) -> StoreResult<(&'static str, String)> {
+        self.scope_key
+            .get()
+            .ok_or_else(|| StoreError::Database("the scope key is not loaded".into()))?
+            .sign(scope)
+    }
+
+    /// As [`PgStore::signed_context`], expiring at `expires_ms` (tests of expiry).
+    pub fn signed_context_until(
+        &self,
+        scope: &Scope,
+        expires_ms: i64,
+    ) -> StoreResult<(&'static str, String)> {
+        self.scope_key
+            .get()
+            .ok_or_else(|| StoreError::Database("the scope key is not loaded".into()))?
+            .sign_until(scope, expires_ms)
     }
 
     /// Creates the schema and applies pending migrations (run as the schema's owner).
@@ -86,7 +152,8 @@ impl PgStore {
         MIGRATOR
             .run(&self.pool)
             .await
-            .map_err(|e| StoreError::Migration(e.to_string()))
+            .map_err(|e| StoreError::Migration(e.to_string()))?;
+        self.load_scope_key().await
     }
 
     /// The owner's pool, for tests that play an attacker with direct database access.
@@ -94,28 +161,17 @@ impl PgStore {
         &self.pool
     }
 
-    /// Opens a transaction whose role and scope settings follow `scope` (all `SET LOCAL`).
+    /// Opens a transaction whose role and signed scope context follow `scope` (both local to
+    /// the transaction).
     pub(crate) async fn begin(&self, scope: &Scope) -> StoreResult<Transaction<'static, Postgres>> {
+        let (role, ctx) = self.signed_context(scope)?;
         let mut tx = self.pool.begin().await.map_err(db_err)?;
-        let (role, user, org) = match scope {
-            Scope::System(_) => ("bastion_system", "", ""),
-            Scope::User { user_id, org_id } => (
-                "bastion_app",
-                user_id.as_str(),
-                org_id.as_deref().unwrap_or(""),
-            ),
-            Scope::Anonymous => ("bastion_app", "", ""),
-        };
-        sqlx::query(
-            "SELECT set_config('role', $1, true), set_config('bastion.user_id', $2, true), \
-             set_config('bastion.org_id', $3, true)",
-        )
-        .bind(role)
-        .bind(user)
-        .bind(org)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err)?;
+        sqlx::query("SELECT set_config('role', $1, true), set_config('bastion.ctx', $2, true)")
+            .bind(role)
+            .bind(ctx)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
         Ok(tx)
     }
 }

@@ -123,10 +123,17 @@ async fn r4_app_role_reads_only_its_orgs_audit_events() {
         .await
         .unwrap();
     let pool = f.store.pool();
+    let store = &f.store;
     let count_as = |org: &'static str| async move {
+        let scope = Scope::User {
+            user_id: "usr_x".into(),
+            org_id: Some(org.to_owned()).filter(|o| !o.is_empty()),
+        };
+        let (role, ctx) = store.signed_context(&scope).unwrap();
         let mut tx = pool.begin().await.unwrap();
-        sqlx::query("SELECT set_config('role', 'bastion_app', true), set_config('bastion.org_id', $1, true)")
-            .bind(org)
+        sqlx::query("SELECT set_config('role', $1, true), set_config('bastion.ctx', $2, true)")
+            .bind(role)
+            .bind(ctx)
             .execute(&mut *tx)
             .await
             .unwrap();
@@ -178,4 +185,170 @@ async fn a8_x3_lockout_holds_across_two_nodes_sharing_the_database() {
         allowed, 10,
         "both nodes together let exactly the limit through"
     );
+}
+
+/// What a direct connection sees as `role` with the context `ctx` (`None`: no context):
+/// rows counted per table, and rows an UPDATE and a DELETE would touch.
+async fn attacker_view(
+    pool: &sqlx::PgPool,
+    role: &str,
+    ctx: Option<&str>,
+    tables: &[&str],
+) -> Vec<(String, i64)> {
+    let mut out = Vec::new();
+    for t in tables {
+        let mut tx = pool.begin().await.unwrap();
+        sqlx::query("SELECT set_config('role', $1, true)")
+            .bind(role)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        if let Some(ctx) = ctx {
+            sqlx::query("SELECT set_config('bastion.ctx', $1, true)")
+                .bind(ctx)
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+        }
+        // The legacy plain settings must mean nothing either.
+        sqlx::query("SELECT set_config('bastion.user_id', 'usr_a', true), set_config('bastion.org_id', 'org_a', true)")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        let seen: Result<i64, _> = sqlx::query_scalar(&format!("SELECT count(*) FROM {t}"))
+            .fetch_one(&mut *tx)
+            .await;
+        // No grant at all is as good as no rows.
+        out.push((format!("{t} select"), seen.unwrap_or(0)));
+        tx.rollback().await.unwrap();
+    }
+    out
+}
+
+#[tokio::test]
+async fn r4_a_direct_connection_without_a_valid_context_sees_nothing_and_cannot_forge_one() {
+    use bastion_store::{AccountStore, LockoutStore, SessionStore, ThrottleRule, UserRow};
+    let Some(f) = fresh().await else { return };
+    let sys = Scope::System("test");
+    let user = UserRow {
+        id: "usr_a".into(),
+        email: "a@example.com".into(),
+        email_verified_ms: None,
+        password_hash: Some("$argon2id$stub".into()),
+        super_admin: false,
+        created_ms: 1,
+        updated_ms: 1,
+    };
+    f.store.create_user(&sys, &user).await.unwrap();
+    let rule = ThrottleRule {
+        max_attempts: 3,
+        window_ms: 1000,
+        lockout_ms: 1000,
+    };
+    f.store
+        .register_attempt(&sys, "acct:a", 1, &rule)
+        .await
+        .unwrap();
+    f.store
+        .append(&sys, &[ev("one")], &|_, seq, _| [seq as u8; 32])
+        .await
+        .unwrap();
+    assert!(
+        !f.store
+            .sessions_of(&sys, "usr_a")
+            .await
+            .unwrap()
+            .iter()
+            .any(|_| true)
+    );
+    let pool = f.store.pool();
+    let tables = [
+        "users",
+        "sessions",
+        "refresh_tokens",
+        "key_ring",
+        "key_canary",
+        "attempt_counters",
+        "audit_events",
+        "magic_links",
+        "email_outbox",
+        "scope_key",
+    ];
+
+    // Control: the store's own contexts do see rows, so zero below means refused.
+    let (role, ctx) = f.store.signed_context(&sys).unwrap();
+    let seen = attacker_view(
+        pool,
+        role,
+        Some(&ctx),
+        &["users", "audit_events", "attempt_counters"],
+    )
+    .await;
+    assert!(seen.iter().all(|(_, n)| *n > 0), "{seen:?}");
+    let me = Scope::User {
+        user_id: "usr_a".into(),
+        org_id: None,
+    };
+    let (role, ctx) = f.store.signed_context(&me).unwrap();
+    assert_eq!(
+        attacker_view(pool, role, Some(&ctx), &["users"]).await[0].1,
+        1
+    );
+
+    // Forgeries: no context, a made-up MAC, a real MAC moved to another user, a system
+    // context presented as the app role, a context that has expired.
+    let (_, real_user_ctx) = f.store.signed_context(&me).unwrap();
+    let (_, real_sys_ctx) = f.store.signed_context(&sys).unwrap();
+    let moved = real_user_ctx.replacen("usr_a", "usr_b", 1);
+    let expiry = real_sys_ctx.split('.').nth(4).unwrap().to_owned();
+    // Correctly signed, but expired a second ago.
+    let past = expiry.parse::<i64>().unwrap() - 61_000;
+    let (_, stale) = f.store.signed_context_until(&sys, past).unwrap();
+    let (_, stale_user) = f.store.signed_context_until(&me, past).unwrap();
+    let made_up = format!("v1.sys...{expiry}.{}", "0".repeat(64));
+    for role in ["bastion_app", "bastion_system"] {
+        for ctx in [
+            None,
+            Some(made_up.as_str()),
+            Some(moved.as_str()),
+            Some(stale.as_str()),
+            Some(stale_user.as_str()),
+            Some("garbage"),
+            Some("v1.app.usr_a...."),
+        ] {
+            for (what, n) in attacker_view(pool, role, ctx, &tables).await {
+                assert_eq!(n, 0, "{role} with {ctx:?}: {what}");
+            }
+        }
+    }
+    // A system context is worthless under the app role and vice versa.
+    for (what, n) in attacker_view(pool, "bastion_app", Some(&real_sys_ctx), &tables).await {
+        assert_eq!(n, 0, "app role with a system context: {what}");
+    }
+    for (what, n) in attacker_view(pool, "bastion_system", Some(&real_user_ctx), &tables).await {
+        assert_eq!(n, 0, "system role with a user context: {what}");
+    }
+    // And no write lands without a valid context.
+    for role in ["bastion_app", "bastion_system"] {
+        let mut tx = pool.begin().await.unwrap();
+        sqlx::query("SELECT set_config('role', $1, true), set_config('bastion.ctx', $2, true)")
+            .bind(role)
+            .bind(&made_up)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        let done = sqlx::query("UPDATE users SET email = 'owned@evil.example'")
+            .execute(&mut *tx)
+            .await
+            .map(|r| r.rows_affected())
+            .unwrap_or(0);
+        assert_eq!(done, 0, "{role}");
+        let done = sqlx::query("DELETE FROM attempt_counters")
+            .execute(&mut *tx)
+            .await
+            .map(|r| r.rows_affected())
+            .unwrap_or(0);
+        assert_eq!(done, 0, "{role}");
+        tx.rollback().await.unwrap();
+    }
 }
