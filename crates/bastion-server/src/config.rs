@@ -502,7 +502,7 @@ mod tests {
     }
 
     #[test]
-    fn r2_the_default_permission_map_is_valid_and_overrides_are_checked() {
+    fn r3_the_default_permission_map_is_valid_and_overrides_are_checked() {
         Jail::expect_with(|jail| {
             let c = Config::load(None, None, &Overrides::default()).unwrap();
             let map = c.permission_map().unwrap();

@@ -191,7 +191,7 @@ mod tests {
     }
 
     #[test]
-    fn r1_levels_are_ordered_and_parse_by_name_or_number() {
+    fn r2_levels_are_ordered_and_parse_by_name_or_number() {
         assert!(SuperAdmin > Admin && Admin > Manager && Manager > User);
         assert!(User > Learner && Learner > Viewer);
         assert_eq!(Level::parse("admin"), Some(Admin));
@@ -203,7 +203,7 @@ mod tests {
     }
 
     #[test]
-    fn r2_permissions_are_resource_dot_action() {
+    fn r3_permissions_are_resource_dot_action() {
         assert!(Permission::parse("members.invite").is_ok());
         assert!(Permission::parse("api_keys.create").is_ok());
         for bad in [
@@ -220,7 +220,7 @@ mod tests {
     }
 
     #[test]
-    fn r2_permissions_accumulate_upwards_and_deny_by_default() {
+    fn r3_permissions_accumulate_upwards_and_deny_by_default() {
         let m = map();
         assert!(m.allows(Viewer, "org.read"));
         assert!(m.allows(SuperAdmin, "org.read") && m.allows(SuperAdmin, "members.invite"));
@@ -231,7 +231,7 @@ mod tests {
     }
 
     #[test]
-    fn r2_a_map_must_name_every_level_and_only_real_ones() {
+    fn r3_a_map_must_name_every_level_and_only_real_ones() {
         let mut m: BTreeMap<String, Vec<String>> = BTreeMap::new();
         m.insert("viewer".into(), vec![]);
         assert!(matches!(
@@ -255,7 +255,7 @@ mod tests {
     }
 
     #[test]
-    fn r3_nobody_grants_or_changes_a_level_at_or_above_their_own() {
+    fn r2_nobody_grants_or_changes_a_level_at_or_above_their_own() {
         use RoleError::*;
         // A Manager (60) may invite and manage Users, not Managers or Admins.
         assert_eq!(
