@@ -27,6 +27,7 @@ pub struct Config {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub database_url: String,
+    pub database_migrate_url: String,
     pub database_max_connections: u32,
     pub metrics_listen: String,
     pub http_redirect_listen: String,
@@ -261,6 +262,15 @@ impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
         self.database()?;
+        let migrate_ok = self.database_migrate_url.is_empty()
+            || (matches!(self.database()?, DatabaseUrl::Postgres(_))
+                && self.database_migrate_url.starts_with("postgres"));
+        if !migrate_ok {
+            return bad(
+                "database_migrate_url is for PostgreSQL: set it and database_url to postgres:// URLs"
+                    .into(),
+            );
+        }
         self.tokens.jwt_algorithm()?;
         self.auth.password_policy()?;
         self.permission_map()?;

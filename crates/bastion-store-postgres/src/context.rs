@@ -13,6 +13,7 @@ use zeroize::Zeroizing;
 const CONTEXT_TTL: Duration = Duration::from_secs(60);
 
 /// The scope key as its HMAC pad blocks (what the database stores, too).
+#[derive(Clone)]
 pub(crate) struct ScopeKey {
     ipad: Zeroizing<[u8; 64]>,
     opad: Zeroizing<[u8; 64]>,

@@ -31,6 +31,7 @@ pub struct PgStore {
     /// Loaded (or created) by the owner once the schema exists; without it every scoped
     /// transaction fails.
     scope_key: std::sync::OnceLock<ScopeKey>,
+    owner: std::sync::atomic::AtomicBool,
 }
 
 pub(crate) fn db_err(e: sqlx::Error) -> StoreError {
@@ -83,6 +84,7 @@ impl PgStore {
         let store = Self {
             pool,
             scope_key: std::sync::OnceLock::new(),
+            owner: std::sync::atomic::AtomicBool::new(false),
         };
         // A migrated database: load its scope key now (a fresh one gets it from `migrate`).
         let migrated: bool =
@@ -91,16 +93,45 @@ impl PgStore {
                 .await
                 .map_err(db_err)?;
         if migrated {
+            // A runtime role cannot read the key (by design): it adopts the owner's instead.
             store.load_scope_key().await?;
         }
         Ok(store)
     }
 
-    /// Reads the scope key, creating it on first use (as the schema owner).
+    /// Whether this pool's login can read the scope key, i.e. connects as the schema owner
+    /// (or a superuser): a leak of those credentials bypasses row-level security.
+    pub fn is_owner_connection(&self) -> bool {
+        self.owner.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Takes the scope key from a store connected as the schema owner (the migration
+    /// connection), for a pool whose login role cannot read it.
+    pub fn adopt_scope_key(&self, owner: &PgStore) -> StoreResult<()> {
+        let key = owner
+            .scope_key
+            .get()
+            .ok_or_else(|| StoreError::Database("the owner's scope key is not loaded".into()))?;
+        let _ = self.scope_key.set(key.clone());
+        Ok(())
+    }
+
+    /// Reads the scope key, creating it on first use, when this login is the schema owner;
+    /// otherwise leaves it unset (every scoped transaction then fails closed until a key is
+    /// adopted).
     async fn load_scope_key(&self) -> StoreResult<()> {
         if self.scope_key.get().is_some() {
             return Ok(());
         }
+        let readable: bool =
+            sqlx::query_scalar("SELECT has_table_privilege('bastion.scope_key', 'SELECT, INSERT')")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db_err)?;
+        if !readable {
+            return Ok(());
+        }
+        self.owner.store(true, std::sync::atomic::Ordering::Relaxed);
         let fresh = ScopeKey::generate()?;
         let (ipad, opad) = fresh.pads();
         sqlx::query(

@@ -536,3 +536,43 @@ async fn a8_twenty_concurrent_wrong_passwords_across_two_servers_sharing_postgre
     .await;
     assert_problem(res, 429, "login_locked").await;
 }
+
+#[tokio::test]
+async fn r4_the_server_serves_through_a_runtime_role_and_uses_the_owner_only_to_migrate() {
+    // A migrated database first: the roles are created by its migrations.
+    let Some(db) = bastion_testkit::pg::PgTestDb::create().await else {
+        return;
+    };
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    sqlx::query(
+        "DO $$ BEGIN \
+           IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'bastion_test_runtime') THEN \
+             CREATE ROLE bastion_test_runtime LOGIN; \
+           END IF; \
+         EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query("GRANT bastion_app, bastion_system TO bastion_test_runtime")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let app = spawn_app(Spawn::default(), |c| {
+        c.database_migrate_url = db.url.clone();
+        let (scheme, rest) = db.url.split_once("://").unwrap();
+        let host = rest.split_once('@').map_or(rest, |(_, h)| h);
+        c.database_url = format!("{scheme}://bastion_test_runtime@{host}");
+    })
+    .await
+    .unwrap();
+    let tokens = signup_and_login(&app, "runtime@example.com").await;
+    let res = client()
+        .get(app.url("/v1/me"))
+        .header("authorization", bearer(&tokens))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+}

@@ -352,3 +352,99 @@ async fn r4_a_direct_connection_without_a_valid_context_sees_nothing_and_cannot_
         tx.rollback().await.unwrap();
     }
 }
+
+/// The URL of `db` for the login role `role` (local trust authentication).
+fn as_login(url: &str, role: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap();
+    let host = rest.split_once('@').map_or(rest, |(_, h)| h);
+    format!("{scheme}://{role}@{host}")
+}
+
+#[tokio::test]
+async fn r4_a_runtime_login_role_serves_through_the_owners_key_and_alone_sees_nothing() {
+    use bastion_store::{AccountStore, UserRow};
+    let Some(f) = fresh().await else { return };
+    let owner = f.store.pool();
+    // What an operator runs once per cluster (docs/tenancy.md). Roles are cluster-wide, and
+    // tests run in parallel: create it only if missing.
+    sqlx::query(
+        "DO $$ BEGIN \
+           IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'bastion_test_runtime') THEN \
+             CREATE ROLE bastion_test_runtime LOGIN; \
+           END IF; \
+         EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$",
+    )
+    .execute(owner)
+    .await
+    .unwrap();
+    sqlx::query("GRANT bastion_app, bastion_system TO bastion_test_runtime")
+        .execute(owner)
+        .await
+        .unwrap();
+    let url = as_login(&f._db.url, "bastion_test_runtime");
+
+    // The server's way: a runtime pool that adopts the owner's key.
+    let runtime = PgStore::connect(&url, 4).await.unwrap();
+    assert!(!runtime.is_owner_connection() && f.store.is_owner_connection());
+    let sys = Scope::System("test");
+    let user = UserRow {
+        id: "usr_rt".into(),
+        email: "rt@example.com".into(),
+        email_verified_ms: None,
+        password_hash: None,
+        super_admin: false,
+        created_ms: 1,
+        updated_ms: 1,
+    };
+    assert!(
+        runtime.create_user(&sys, &user).await.is_err(),
+        "without the key nothing is signed: fail closed"
+    );
+    runtime.adopt_scope_key(&f.store).unwrap();
+    runtime.create_user(&sys, &user).await.unwrap();
+    let me = Scope::User {
+        user_id: "usr_rt".into(),
+        org_id: None,
+    };
+    assert!(runtime.user_by_id(&me, "usr_rt").await.unwrap().is_some());
+
+    // The attacker's way: the same credentials, by hand.
+    let pool = sqlx::PgPool::connect(&format!("{url}?options=-csearch_path%3Dbastion"))
+        .await
+        .unwrap();
+    let denied = |r: Result<i64, sqlx::Error>| r.map_or(true, |n| n == 0);
+    let scalar = |sql: &'static str| {
+        let pool = pool.clone();
+        async move { sqlx::query_scalar::<_, i64>(sql).fetch_one(&pool).await }
+    };
+    assert!(
+        denied(scalar("SELECT count(*) FROM bastion.scope_key").await),
+        "the key is unreadable"
+    );
+    assert!(
+        denied(scalar("SELECT count(*) FROM bastion.users").await),
+        "as itself: nothing"
+    );
+    for stmt in [
+        "ALTER TABLE bastion.users DISABLE ROW LEVEL SECURITY",
+        "ALTER TABLE bastion.users NO FORCE ROW LEVEL SECURITY",
+        "DROP POLICY own_account ON bastion.users",
+        "SET ROLE postgres",
+        "CREATE FUNCTION bastion.steal() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+    ] {
+        assert!(sqlx::query(stmt).execute(&pool).await.is_err(), "{stmt}");
+    }
+    for role in ["bastion_app", "bastion_system"] {
+        let mut tx = pool.begin().await.unwrap();
+        sqlx::query(&format!("SET LOCAL ROLE {role}"))
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        let n: Result<i64, _> = sqlx::query_scalar("SELECT count(*) FROM bastion.users")
+            .fetch_one(&mut *tx)
+            .await;
+        assert!(denied(n), "{role} without a context");
+        tx.rollback().await.unwrap();
+    }
+    pool.close().await;
+}
