@@ -391,6 +391,7 @@ pub fn auth_services(b: &Bastion, cfg: &Config) -> Result<AuthServices, StartupE
         b.store.clone(),
         b.clock.clone(),
         CleanupPolicy {
+            // The longest window any counter uses: login counters and the hourly mail throttle.
             attempt_window_ms: ms(a.login_window_secs).max(3_600_000),
             mail_retention_ms: ms(e.retention_days.saturating_mul(86_400)),
             batch: cfg.cleanup.batch_size,
