@@ -10,6 +10,8 @@
 //! from the migrated template and dropped afterwards).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,6 +27,7 @@ use bastion_store_sqlite::SqliteStore;
 use bastion_testkit::pg::PgTestDb;
 use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main};
 use secrecy::SecretString;
+use tokio::runtime::Runtime;
 
 /// The allocator the `bastion` binary ships with, so the figures match production.
 #[global_allocator]
@@ -97,6 +100,40 @@ async fn rotate(sessions: &Sessions, token: &mut SecretString, iters: u64) -> Du
     start.elapsed()
 }
 
+/// One conditional update of the baseline row: `v` -> `v + 1`; returns the rows it changed.
+type Update<'a> = Box<dyn Fn(i64) -> Pin<Box<dyn Future<Output = u64> + 'a>> + 'a>;
+
+/// The baseline (one autocommit conditional UPDATE by primary key through the store's own
+/// pool) and `Sessions::refresh`, on one database.
+fn rotation_group(
+    c: &mut Criterion,
+    rt: &Runtime,
+    name: &str,
+    store: Arc<dyn Store>,
+    update: Update<'_>,
+) {
+    let (sessions, mut token) = rt.block_on(sessions_on(store));
+    let mut g = c.benchmark_group(name);
+    configure(&mut g);
+    let mut v: i64 = 0;
+    g.bench_function("baseline_conditional_update_by_pk", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    assert_eq!(update(v).await, 1);
+                    v += 1;
+                }
+                start.elapsed()
+            })
+        })
+    });
+    g.bench_function("sessions_refresh", |b| {
+        b.iter_custom(|iters| rt.block_on(rotate(&sessions, &mut token, iters)))
+    });
+    g.finish();
+}
+
 fn sqlite(c: &mut Criterion) {
     let rt = rt();
     let dir = tempfile::tempdir().unwrap();
@@ -109,42 +146,25 @@ fn sqlite(c: &mut Criterion) {
     // (WAL, synchronous=NORMAL), so only Bastion's work differs.
     let pool = store.pool().clone();
     rt.block_on(async {
-        sqlx::query("CREATE TABLE bench_rotation (id INTEGER PRIMARY KEY, v INTEGER NOT NULL)")
-            .execute(&pool)
-            .await
-            .unwrap();
-        sqlx::query("INSERT INTO bench_rotation (id, v) VALUES (1, 0)")
-            .execute(&pool)
-            .await
-            .unwrap();
+        for sql in [
+            "CREATE TABLE bench_rotation (id INTEGER PRIMARY KEY, v INTEGER NOT NULL)",
+            "INSERT INTO bench_rotation (id, v) VALUES (1, 0)",
+        ] {
+            sqlx::query(sql).execute(&pool).await.unwrap();
+        }
     });
-    let (sessions, mut token) = rt.block_on(sessions_on(store.clone()));
-
-    let mut g = c.benchmark_group("refresh_rotation_sqlite");
-    configure(&mut g);
-    let mut v: i64 = 0;
-    g.bench_function("baseline_conditional_update_by_pk", |b| {
-        b.iter_custom(|iters| {
-            rt.block_on(async {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    let done =
-                        sqlx::query("UPDATE bench_rotation SET v = ?1 + 1 WHERE id = 1 AND v = ?1")
-                            .bind(v)
-                            .execute(&pool)
-                            .await
-                            .unwrap();
-                    assert_eq!(done.rows_affected(), 1);
-                    v += 1;
-                }
-                start.elapsed()
-            })
+    let update: Update<'_> = Box::new(|v| {
+        let pool = pool.clone();
+        Box::pin(async move {
+            sqlx::query("UPDATE bench_rotation SET v = ?1 + 1 WHERE id = 1 AND v = ?1")
+                .bind(v)
+                .execute(&pool)
+                .await
+                .unwrap()
+                .rows_affected()
         })
     });
-    g.bench_function("sessions_refresh", |b| {
-        b.iter_custom(|iters| rt.block_on(rotate(&sessions, &mut token, iters)))
-    });
-    g.finish();
+    rotation_group(c, &rt, "refresh_rotation_sqlite", store, update);
 }
 
 fn postgres(c: &mut Criterion) {
@@ -158,43 +178,25 @@ fn postgres(c: &mut Criterion) {
     // one round trip and one commit per update.
     let pool = store.pool().clone();
     rt.block_on(async {
-        sqlx::query("CREATE TABLE bench_rotation (id BIGINT PRIMARY KEY, v BIGINT NOT NULL)")
-            .execute(&pool)
-            .await
-            .unwrap();
-        sqlx::query("INSERT INTO bench_rotation (id, v) VALUES (1, 0)")
-            .execute(&pool)
-            .await
-            .unwrap();
+        for sql in [
+            "CREATE TABLE bench_rotation (id BIGINT PRIMARY KEY, v BIGINT NOT NULL)",
+            "INSERT INTO bench_rotation (id, v) VALUES (1, 0)",
+        ] {
+            sqlx::query(sql).execute(&pool).await.unwrap();
+        }
     });
-    let (sessions, mut token) = rt.block_on(sessions_on(store.clone()));
-
-    let mut g = c.benchmark_group("refresh_rotation_postgres");
-    configure(&mut g);
-    let mut v: i64 = 0;
-    g.bench_function("baseline_conditional_update_by_pk", |b| {
-        b.iter_custom(|iters| {
-            rt.block_on(async {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    let done =
-                        sqlx::query("UPDATE bench_rotation SET v = $1 + 1 WHERE id = 1 AND v = $1")
-                            .bind(v)
-                            .execute(&pool)
-                            .await
-                            .unwrap();
-                    assert_eq!(done.rows_affected(), 1);
-                    v += 1;
-                }
-                start.elapsed()
-            })
+    let update: Update<'_> = Box::new(|v| {
+        let pool = pool.clone();
+        Box::pin(async move {
+            sqlx::query("UPDATE bench_rotation SET v = $1 + 1 WHERE id = 1 AND v = $1")
+                .bind(v)
+                .execute(&pool)
+                .await
+                .unwrap()
+                .rows_affected()
         })
     });
-    g.bench_function("sessions_refresh", |b| {
-        b.iter_custom(|iters| rt.block_on(rotate(&sessions, &mut token, iters)))
-    });
-    g.finish();
-    drop(sessions);
+    rotation_group(c, &rt, "refresh_rotation_postgres", store, update);
     rt.block_on(pool.close());
     drop(db);
 }

@@ -4,5 +4,6 @@ pub mod app;
 pub mod mail;
 pub mod pg;
 pub mod smtp;
+pub mod stores;
 
 pub use app::{TestApp, spawn_app, test_config};

@@ -17,9 +17,6 @@ use bastion_core::{Clock, SystemClock};
 use bastion_crypto::master::MasterKey;
 use bastion_crypto::password::PasswordPolicy;
 use bastion_store::Store;
-use bastion_store_postgres::PgStore;
-use bastion_store_sqlite::SqliteStore;
-use bastion_testkit::pg::PgTestDb;
 use secrecy::SecretString;
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -50,8 +47,7 @@ struct Env {
     mailer: Arc<Mailer>,
     sent: Arc<Recorder>,
     clock: Arc<ManualClock>,
-    _sqlite: Option<tempfile::TempDir>,
-    _pg: Option<PgTestDb>,
+    _db: bastion_testkit::stores::TestStore,
 }
 
 impl Env {
@@ -85,19 +81,8 @@ impl Env {
 }
 
 async fn env(postgres: bool) -> Option<Env> {
-    let (store, sqlite, pg): (Arc<dyn Store>, _, _) = if postgres {
-        let db = PgTestDb::create().await?;
-        (
-            Arc::new(PgStore::connect(&db.url, 16).await.unwrap()),
-            None,
-            Some(db),
-        )
-    } else {
-        let dir = tempfile::tempdir().unwrap();
-        let s = SqliteStore::open_in_dir(dir.path()).await.unwrap();
-        s.migrate().await.unwrap();
-        (Arc::new(s), Some(dir), None)
-    };
+    let fresh = bastion_testkit::stores::fresh_store(postgres).await?;
+    let store = fresh.store.clone();
     let clock = Arc::new(ManualClock::new(SystemClock.now_ms()));
     let dyn_clock: Arc<dyn Clock> = clock.clone();
     let keys = SharedKeyRing::new(
@@ -164,8 +149,7 @@ async fn env(postgres: bool) -> Option<Env> {
         mailer,
         sent: Arc::new(Recorder::default()),
         clock,
-        _sqlite: sqlite,
-        _pg: pg,
+        _db: fresh,
     })
 }
 

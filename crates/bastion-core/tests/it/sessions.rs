@@ -9,33 +9,18 @@ use bastion_core::sessions::{Device, SessionError, SessionPolicy, Sessions};
 use bastion_core::{Clock, SystemClock};
 use bastion_crypto::master::MasterKey;
 use bastion_store::{Scope, Store, UserRow};
-use bastion_store_postgres::PgStore;
-use bastion_store_sqlite::SqliteStore;
-use bastion_testkit::pg::PgTestDb;
 use secrecy::{ExposeSecret, SecretString};
 
 struct Env {
     sessions: Arc<Sessions>,
     store: Arc<dyn Store>,
     clock: Arc<ManualClock>,
-    _sqlite: Option<tempfile::TempDir>,
-    _pg: Option<PgTestDb>,
+    _db: bastion_testkit::stores::TestStore,
 }
 
 async fn env(postgres: bool, grace_ms: i64) -> Option<Env> {
-    let (store, sqlite, pg): (Arc<dyn Store>, _, _) = if postgres {
-        let db = PgTestDb::create().await?;
-        (
-            Arc::new(PgStore::connect(&db.url, 16).await.unwrap()),
-            None,
-            Some(db),
-        )
-    } else {
-        let dir = tempfile::tempdir().unwrap();
-        let s = SqliteStore::open_in_dir(dir.path()).await.unwrap();
-        s.migrate().await.unwrap();
-        (Arc::new(s), Some(dir), None)
-    };
+    let fresh = bastion_testkit::stores::fresh_store(postgres).await?;
+    let store = fresh.store.clone();
     // Access tokens are checked against real time, so the manual clock starts at it.
     let clock = Arc::new(ManualClock::new(SystemClock.now_ms()));
     let keys = SharedKeyRing::new(
@@ -81,8 +66,7 @@ async fn env(postgres: bool, grace_ms: i64) -> Option<Env> {
         sessions,
         store,
         clock,
-        _sqlite: sqlite,
-        _pg: pg,
+        _db: fresh,
     })
 }
 
