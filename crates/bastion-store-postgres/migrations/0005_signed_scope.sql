@@ -13,8 +13,16 @@ CREATE TABLE bastion.scope_key (
 );
 ALTER TABLE bastion.scope_key ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;
 REVOKE ALL ON bastion.scope_key FROM PUBLIC;
--- Only the owner holds a grant; the definer functions below read through it.
-CREATE POLICY owner_only ON bastion.scope_key USING (true) WITH CHECK (true);
+
+-- Whether the caller is the schema's owner (SECURITY INVOKER: inside the definer functions
+-- below, the caller is the owner).
+CREATE FUNCTION bastion.is_schema_owner() RETURNS boolean
+    LANGUAGE sql STABLE SET search_path = pg_catalog
+    AS $$ SELECT current_user = (SELECT pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname = 'bastion') $$;
+
+-- Only the owner holds a grant on the key, and the policy says so again.
+CREATE POLICY owner_only ON bastion.scope_key
+    USING ((SELECT bastion.is_schema_owner())) WITH CHECK ((SELECT bastion.is_schema_owner()));
 
 -- The verified context: {kind, user, org}, or NULL when absent, forged, expired, or set for
 -- the other role. `current_setting('role')` is the role the transaction switched to (inside a

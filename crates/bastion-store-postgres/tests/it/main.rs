@@ -70,6 +70,36 @@ async fn r4_every_table_has_row_level_security_enabled_and_forced() {
         without_policy.is_empty(),
         "tables without a policy: {without_policy:?}"
     );
+    // Every policy decides through the helpers (which verify the signed context): it must
+    // depend on one of them (pg_depend, schema-exact), and each of its expressions must call
+    // one. A policy with a bare `true`, or one that reads a setting itself, fails here.
+    let helpers = [
+        "current_user_id",
+        "current_org_id",
+        "is_system",
+        "is_schema_owner",
+    ];
+    let policies: Vec<(String, String, bool, Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT c.relname::text, pol.polname::text,                 EXISTS (SELECT 1 FROM pg_depend d JOIN pg_proc p ON p.oid = d.refobjid                         JOIN pg_namespace pn ON pn.oid = p.pronamespace                         WHERE d.classid = 'pg_policy'::regclass AND d.objid = pol.oid                           AND d.refclassid = 'pg_proc'::regclass AND pn.nspname = 'bastion'                           AND p.proname = ANY($1)),                 pg_get_expr(pol.polqual, pol.polrelid), pg_get_expr(pol.polwithcheck, pol.polrelid)          FROM pg_policy pol JOIN pg_class c ON c.oid = pol.polrelid          JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'bastion'",
+    )
+    .bind(&helpers[..])
+    .fetch_all(f.store.pool())
+    .await
+    .unwrap();
+    assert!(policies.len() >= rows.len());
+    for (table, policy, depends, using, check) in &policies {
+        assert!(
+            *depends,
+            "policy {policy} on {table} calls no bastion helper"
+        );
+        for expr in [using, check].into_iter().flatten() {
+            assert!(
+                helpers.iter().any(|h| expr.contains(&format!("{h}()")))
+                    && !expr.contains("current_setting"),
+                "policy {policy} on {table} does not go through a helper: {expr}"
+            );
+        }
+    }
 }
 
 #[tokio::test]
