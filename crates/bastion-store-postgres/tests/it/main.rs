@@ -79,7 +79,9 @@ async fn r4_every_table_has_row_level_security_enabled_and_forced() {
         "is_system",
         "is_schema_owner",
     ];
-    let policies: Vec<(String, String, bool, Option<String>, Option<String>)> = sqlx::query_as(
+    // (table, policy, depends on a helper, USING, WITH CHECK)
+    type PolicyRow = (String, String, bool, Option<String>, Option<String>);
+    let policies: Vec<PolicyRow> = sqlx::query_as(
         "SELECT c.relname::text, pol.polname::text,                 EXISTS (SELECT 1 FROM pg_depend d JOIN pg_proc p ON p.oid = d.refobjid                         JOIN pg_namespace pn ON pn.oid = p.pronamespace                         WHERE d.classid = 'pg_policy'::regclass AND d.objid = pol.oid                           AND d.refclassid = 'pg_proc'::regclass AND pn.nspname = 'bastion'                           AND p.proname = ANY($1)),                 pg_get_expr(pol.polqual, pol.polrelid), pg_get_expr(pol.polwithcheck, pol.polrelid)          FROM pg_policy pol JOIN pg_class c ON c.oid = pol.polrelid          JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'bastion'",
     )
     .bind(&helpers[..])
