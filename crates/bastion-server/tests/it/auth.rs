@@ -506,6 +506,9 @@ async fn a8_twenty_concurrent_wrong_passwords_across_two_servers_sharing_postgre
     else {
         return;
     };
+    // Before the second node exists, whose mail dispatcher could deliver the verification
+    // mail into its own outbox.
+    signup_and_login(&first, "shared@example.com").await;
     // A second node: same database, same master key, its own process state.
     let shared_db = first.config.database_url.clone();
     let key = first.data_dir.path().join("master.key");
@@ -515,7 +518,6 @@ async fn a8_twenty_concurrent_wrong_passwords_across_two_servers_sharing_postgre
     })
     .await
     .unwrap();
-    signup_and_login(&first, "shared@example.com").await;
     let statuses = wrong_password_burst(&[&first, &second], "shared@example.com").await;
     assert_eq!(
         statuses.iter().filter(|s| **s == 401).count(),
