@@ -71,6 +71,7 @@ pub struct SmtpConfig {
     pub password_file: String,
     pub hello_name: String,
     pub timeout_secs: u64,
+    pub ca_cert: String,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]

@@ -9,6 +9,7 @@ use std::time::Duration;
 use bastion_core::mail::{MailTransport, Message, TransportError};
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
 use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use secrecy::{ExposeSecret, SecretString};
@@ -121,7 +122,12 @@ pub fn transport(cfg: &Config) -> Result<Arc<dyn MailTransport>, StartupError> {
         )),
     }
     .map_err(|e| StartupError::Config(format!("email.smtp: {e}")))?;
-    let mut builder = builder
+    let mut builder = match (s.security.as_str(), tls_with_extra_root(cfg)?) {
+        ("tls", Some(params)) => builder.tls(Tls::Wrapper(params)),
+        ("starttls", Some(params)) => builder.tls(Tls::Required(params)),
+        _ => builder,
+    };
+    builder = builder
         .port(s.port)
         .hello_name(ClientId::Domain(s.hello_name.clone()))
         .timeout(Some(Duration::from_secs(s.timeout_secs)));
@@ -142,6 +148,22 @@ pub fn transport(cfg: &Config) -> Result<Arc<dyn MailTransport>, StartupError> {
         from,
         inner: builder.build(),
     }))
+}
+
+/// TLS parameters that also trust `email.smtp.ca_cert` (a private relay's CA), if set.
+fn tls_with_extra_root(cfg: &Config) -> Result<Option<TlsParameters>, StartupError> {
+    let s = &cfg.email.smtp;
+    if s.ca_cert.is_empty() {
+        return Ok(None);
+    }
+    let fail = |e: String| StartupError::Config(format!("email.smtp.ca_cert {}: {e}", s.ca_cert));
+    let pem = std::fs::read(&s.ca_cert).map_err(|e| fail(e.to_string()))?;
+    let cert = Certificate::from_pem(&pem).map_err(|e| fail(e.to_string()))?;
+    TlsParameters::builder(s.host.clone())
+        .add_root_certificate(cert)
+        .build_rustls()
+        .map(Some)
+        .map_err(|e| fail(e.to_string()))
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), StartupError> {

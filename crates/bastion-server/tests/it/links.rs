@@ -456,3 +456,57 @@ async fn a1_bad_input_to_the_link_endpoints_is_a_4xx_problem_never_a_500() {
     .await;
     assert_problem(res, 400, "invalid_link").await;
 }
+
+#[tokio::test]
+async fn a7_mail_goes_over_starttls_only_to_a_relay_whose_certificate_is_trusted() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls_dir = dir.path().join("relay-tls");
+    bastion_server::tls::write_self_signed(&tls_dir, vec!["localhost".into()]).unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(
+        bastion_server::tls::server_config(
+            &tls_dir.join("cert.pem"),
+            &tls_dir.join("key.pem"),
+            "1.2",
+        )
+        .unwrap(),
+    );
+    let sink = SmtpSink::start_with(
+        ([127, 0, 0, 1], 0).into(),
+        bastion_testkit::smtp::SinkOptions {
+            reject_recipients: false,
+            starttls: Some(acceptor),
+        },
+    )
+    .await
+    .unwrap();
+    let mut cfg = bastion_testkit::test_config(&dir.path().join("data"));
+    cfg.email.transport = "smtp".into();
+    cfg.email.smtp.host = "localhost".into();
+    cfg.email.smtp.port = sink.addr.port();
+    cfg.email.smtp.security = "starttls".into();
+    cfg.email.smtp.timeout_secs = 5;
+    let mut b = bastion_server::Bastion::open(&cfg).await.unwrap();
+    let clock = Arc::new(ManualClock::new(SystemClock.now_ms()));
+    b.clock = clock.clone();
+    let mailer = bastion_server::startup::auth_services(&b, &cfg)
+        .unwrap()
+        .mailer;
+    mailer
+        .enqueue("ada@example.com", &Template::AlreadyRegistered)
+        .await
+        .unwrap();
+
+    // The relay's certificate is not trusted yet: no plaintext fallback, no delivery.
+    let untrusted = bastion_server::mail::transport(&cfg).unwrap();
+    let report = mailer.dispatch_due(untrusted.as_ref()).await.unwrap();
+    assert_eq!((report.sent, report.retrying), (0, 1), "{report:?}");
+    assert!(sink.messages().is_empty());
+
+    cfg.email.smtp.ca_cert = tls_dir.join("cert.pem").display().to_string();
+    let trusted = bastion_server::mail::transport(&cfg).unwrap();
+    clock.advance_ms(30_000);
+    let report = mailer.dispatch_due(trusted.as_ref()).await.unwrap();
+    assert_eq!(report.sent, 1, "{report:?}");
+    assert_eq!(sink.tls_sessions(), 1, "delivered inside TLS");
+    assert!(sink.messages()[0].contains("To: ada@example.com"));
+}
