@@ -8,7 +8,7 @@ use bastion_store::{
 use sqlx::postgres::PgRow;
 use sqlx::{Postgres, Row, Transaction};
 
-use crate::{PgStore, db_err};
+use crate::{PgStore, db_err, require_system};
 
 const USER_COLS: &str =
     "id, email, email_verified_ms, password_hash, created_ms, updated_ms, super_admin";
@@ -42,14 +42,6 @@ fn session(r: &PgRow) -> StoreResult<SessionRow> {
         revoked_ms: r.try_get(10).map_err(db_err)?,
         revoked_reason: r.try_get(11).map_err(db_err)?,
     })
-}
-
-fn require_system(scope: &Scope) -> StoreResult<()> {
-    if scope.is_system() {
-        Ok(())
-    } else {
-        Err(StoreError::Forbidden)
-    }
 }
 
 #[async_trait::async_trait]

@@ -34,6 +34,15 @@ pub struct PgStore {
     owner: std::sync::atomic::AtomicBool,
 }
 
+/// Paths only system work may take (sign-in look-ups, links, mail, cleanup).
+pub(crate) fn require_system(scope: &Scope) -> StoreResult<()> {
+    if scope.is_system() {
+        Ok(())
+    } else {
+        Err(StoreError::Forbidden)
+    }
+}
+
 pub(crate) fn db_err(e: sqlx::Error) -> StoreError {
     if let sqlx::Error::Database(d) = &e {
         if d.is_unique_violation() {

@@ -7,15 +7,7 @@ use bastion_store::{
 };
 use sqlx::Row;
 
-use crate::{PgStore, db_err};
-
-fn require_system(scope: &Scope) -> StoreResult<()> {
-    if scope.is_system() {
-        Ok(())
-    } else {
-        Err(StoreError::Forbidden)
-    }
-}
+use crate::{PgStore, db_err, require_system};
 
 async fn insert_mail(conn: &mut sqlx::PgConnection, m: &OutboundMail) -> StoreResult<()> {
     sqlx::query(

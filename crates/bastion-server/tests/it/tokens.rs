@@ -165,8 +165,9 @@ async fn a2_an_rs256_token_verifies_with_raw_rsa_from_the_jwks_and_forgeries_are
         ),
     ] {
         let t = signer.sign(&with(patch)).unwrap();
-        assert_problem(me_status(&app, &t).await, 401, "invalid_token").await;
-        let _ = what;
+        let res = me_status(&app, &t).await;
+        assert_eq!(res.status(), 401, "{what}");
+        assert_problem(res, 401, "invalid_token").await;
     }
 
     // A key Bastion never published, even with a plausible kid.
