@@ -4,8 +4,6 @@
 
 use std::sync::Arc;
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bastion_store::{ConsumedLink, MagicLinkRow, Scope, Store, StoreError};
 use secrecy::{ExposeSecret, SecretString};
 
@@ -95,12 +93,11 @@ impl MagicLinks {
         subject: &str,
         email: &str,
     ) -> Result<(SecretString, MagicLinkRow), LinkError> {
-        let mut raw = [0u8; 32];
-        bastion_crypto::random_bytes(&mut raw).map_err(|_| LinkError::Random)?;
-        let token = format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(raw));
+        let token = crate::ids::secret_token(PREFIX).map_err(|_| LinkError::Random)?;
+        let token = token.expose_secret();
         let now = self.clock.now_ms();
         let row = MagicLinkRow {
-            token_hash: token_hash(&token),
+            token_hash: token_hash(token),
             purpose: purpose.as_str().to_owned(),
             subject: subject.to_owned(),
             email: email.to_owned(),

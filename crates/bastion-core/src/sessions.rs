@@ -245,10 +245,7 @@ impl Sessions {
     ) -> Result<IssuedTokens, SessionError> {
         let ring = self.keys.current();
         let now = self.clock.now_ms();
-        let mut raw = [0u8; 32];
-        bastion_crypto::random_bytes(&mut raw)?;
-        let refresh =
-            SecretString::from(format!("{REFRESH_PREFIX}{}", URL_SAFE_NO_PAD.encode(raw)));
+        let refresh = crate::ids::secret_token(REFRESH_PREFIX)?;
         let row = SessionRow {
             id: crate::ids::new_id("ses")?,
             user_id: user_id.to_owned(),
