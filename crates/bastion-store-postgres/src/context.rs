@@ -5,7 +5,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_lc_rs::digest::{Context as Digest, SHA256};
-use bastion_store::{Scope, StoreError, StoreResult};
+use bastion_store::{KeyKind, Scope, StoreError, StoreResult};
 use zeroize::Zeroizing;
 
 /// How long a context stays valid after its transaction begins: transactions are short, and a
@@ -82,6 +82,19 @@ impl ScopeKey {
                 "app",
                 user_id.as_str(),
                 org_id.as_deref().unwrap_or(""),
+            ),
+            Scope::ApiKey {
+                key_id,
+                org_id,
+                kind,
+            } => (
+                "bastion_app",
+                match kind {
+                    KeyKind::Service => "svc",
+                    KeyKind::Publishable => "pub",
+                },
+                key_id.as_str(),
+                org_id.as_str(),
             ),
             Scope::Anonymous => ("bastion_app", "app", "", ""),
         };

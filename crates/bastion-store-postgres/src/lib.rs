@@ -17,6 +17,7 @@ use sqlx::{PgPool, Postgres, Row, Transaction};
 mod accounts;
 mod context;
 mod links_mail;
+mod orgs;
 
 use context::ScopeKey;
 
@@ -60,6 +61,26 @@ fn hash32(row: &PgRow, col: &str) -> StoreResult<[u8; 32]> {
     let v: Vec<u8> = row.try_get(col).map_err(db_err)?;
     <[u8; 32]>::try_from(v.as_slice())
         .map_err(|_| StoreError::Corrupt(format!("{col} is not 32 bytes")))
+}
+
+const AUDIT_COLS: &str =
+    "seq, ts_ms, actor, org_id, category, action, outcome, details, prev_hash, hash";
+
+fn audit_record(r: &PgRow) -> StoreResult<AuditRecord> {
+    Ok(AuditRecord {
+        seq: r.try_get("seq").map_err(db_err)?,
+        event: NewAuditEvent {
+            ts_ms: r.try_get("ts_ms").map_err(db_err)?,
+            actor: r.try_get("actor").map_err(db_err)?,
+            org_id: r.try_get("org_id").map_err(db_err)?,
+            category: r.try_get("category").map_err(db_err)?,
+            action: r.try_get("action").map_err(db_err)?,
+            outcome: r.try_get("outcome").map_err(db_err)?,
+            details: r.try_get("details").map_err(db_err)?,
+        },
+        prev_hash: hash32(r, "prev_hash")?,
+        hash: hash32(r, "hash")?,
+    })
 }
 
 /// A fingerprint of the embedded migrations (tests key their template database by it).
@@ -318,34 +339,39 @@ impl AuditStore for PgStore {
         limit: u32,
     ) -> StoreResult<Vec<AuditRecord>> {
         let mut tx = self.begin(scope).await?;
-        let rows = sqlx::query(
-            "SELECT seq, ts_ms, actor, org_id, category, action, outcome, details, prev_hash, hash \
-             FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2",
-        )
-        .bind(after)
-        .bind(i64::from(limit))
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(db_err)?;
+        let sql =
+            format!("SELECT {AUDIT_COLS} FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2");
+        let rows = sqlx::query(&sql)
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_err)?;
         tx.commit().await.map_err(db_err)?;
-        rows.iter()
-            .map(|r| {
-                Ok(AuditRecord {
-                    seq: r.try_get("seq").map_err(db_err)?,
-                    event: NewAuditEvent {
-                        ts_ms: r.try_get("ts_ms").map_err(db_err)?,
-                        actor: r.try_get("actor").map_err(db_err)?,
-                        org_id: r.try_get("org_id").map_err(db_err)?,
-                        category: r.try_get("category").map_err(db_err)?,
-                        action: r.try_get("action").map_err(db_err)?,
-                        outcome: r.try_get("outcome").map_err(db_err)?,
-                        details: r.try_get("details").map_err(db_err)?,
-                    },
-                    prev_hash: hash32(r, "prev_hash")?,
-                    hash: hash32(r, "hash")?,
-                })
-            })
-            .collect()
+        rows.iter().map(audit_record).collect()
+    }
+
+    async fn org_events(
+        &self,
+        scope: &Scope,
+        org_id: &str,
+        before: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<AuditRecord>> {
+        let mut tx = self.begin(scope).await?;
+        // `org_read` admits only members of that org (or its keys) holding audit.read there.
+        let sql = format!(
+            "SELECT {AUDIT_COLS} FROM audit_events WHERE org_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(org_id)
+            .bind(before.unwrap_or(i64::MAX))
+            .bind(i64::from(limit))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        rows.iter().map(audit_record).collect()
     }
 
     async fn insert_checkpoint(&self, scope: &Scope, cp: &CheckpointRecord) -> StoreResult<()> {

@@ -21,6 +21,7 @@ const INSERT_CHUNK: usize = 100;
 
 mod accounts;
 mod links_mail;
+mod orgs;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -281,6 +282,50 @@ impl AuditStore for SqliteStore {
                     ts_ms: r.try_get("ts_ms").map_err(db_err)?,
                     key_id: r.try_get("key_id").map_err(db_err)?,
                     signature: r.try_get("signature").map_err(db_err)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn org_events(
+        &self,
+        scope: &Scope,
+        org_id: &str,
+        before: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<AuditRecord>> {
+        let Some((kind, id)) = orgs::actor(scope, org_id) else {
+            return Ok(Vec::new());
+        };
+        let sql = format!(
+            "SELECT seq, ts_ms, actor, org_id, category, action, outcome, details, prev_hash, hash \
+             FROM audit_events WHERE org_id = ?3 AND seq < ?4 AND {} ORDER BY seq DESC LIMIT ?5",
+            orgs::IN_ORG
+        );
+        let rows = sqlx::query(&sql)
+            .bind(kind)
+            .bind(id)
+            .bind(org_id)
+            .bind(before.unwrap_or(i64::MAX))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditRecord {
+                    seq: r.try_get("seq").map_err(db_err)?,
+                    event: NewAuditEvent {
+                        ts_ms: r.try_get("ts_ms").map_err(db_err)?,
+                        actor: r.try_get("actor").map_err(db_err)?,
+                        org_id: r.try_get("org_id").map_err(db_err)?,
+                        category: r.try_get("category").map_err(db_err)?,
+                        action: r.try_get("action").map_err(db_err)?,
+                        outcome: r.try_get("outcome").map_err(db_err)?,
+                        details: r.try_get("details").map_err(db_err)?,
+                    },
+                    prev_hash: hash32(r, "prev_hash")?,
+                    hash: hash32(r, "hash")?,
                 })
             })
             .collect()

@@ -78,4 +78,13 @@ pub trait AuditStore {
     ) -> StoreResult<()>;
     /// All checkpoints, oldest first.
     async fn checkpoints(&self, scope: &Scope) -> StoreResult<Vec<CheckpointRecord>>;
+    /// One organization's events, newest first, with `seq < before` (`None`: from the head).
+    /// A scope outside that org sees none (on PostgreSQL, it also needs `audit.read` there).
+    async fn org_events(
+        &self,
+        scope: &Scope,
+        org_id: &str,
+        before: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<AuditRecord>>;
 }

@@ -11,8 +11,10 @@
 use std::sync::Arc;
 
 use crate::{
-    AttemptDecision, ChainHead, CheckpointRecord, MagicLinkRow, NewAuditEvent, OutboundMail,
-    Purgeable, Rotation, Scope, SessionRow, Store, StoreError, StoredKey, ThrottleRule, UserRow,
+    API_KEY_TOUCH_MS, ActivityRow, ApiKeyRow, AttemptDecision, ChainHead, CheckpointRecord,
+    InvitationRow, KeyKind, MagicLinkRow, MemberChange, MemberRow, NewAuditEvent, OrgRow,
+    OutboundMail, Purgeable, Rotation, Scope, SessionRow, Store, StoreError, StoredKey,
+    ThrottleRule, UserRow,
 };
 
 const SYS: Scope = Scope::System("conformance");
@@ -310,7 +312,8 @@ pub async fn a8_clear_purge_and_scope<S: Store>(store: Arc<S>) {
     );
 }
 
-fn user_row(id: &str, email: &str) -> UserRow {
+/// An unverified user with a stub password hash.
+pub fn user_row(id: &str, email: &str) -> UserRow {
     UserRow {
         id: id.into(),
         email: email.into(),
@@ -339,7 +342,8 @@ fn session_row(id: &str, user: &str, now: i64) -> SessionRow {
     }
 }
 
-fn as_user(id: &str) -> Scope {
+/// A user acting outside any org.
+pub fn as_user(id: &str) -> Scope {
     Scope::User {
         user_id: id.into(),
         org_id: None,
@@ -936,6 +940,1158 @@ pub async fn a6_cleanup_counts_then_purges_only_what_ended<S: Store>(store: Arc<
     );
 }
 
+/// The organization tests' clock.
+const NOW: i64 = 1_700_000_000_000;
+
+/// The cumulative permission sets the organization tests run with (PostgreSQL's policies read
+/// them; SQLite keeps none): what each level holds, level 0 being a publishable key.
+pub fn permission_rows() -> Vec<(i32, String)> {
+    let adds: [(i32, &[&str]); 6] = [
+        (20, &["org.read", "members.read"]),
+        (30, &[]),
+        (40, &[]),
+        (60, &["members.invite"]),
+        (
+            80,
+            &[
+                "org.rename",
+                "members.update",
+                "members.remove",
+                "api_keys.read",
+                "api_keys.create",
+                "api_keys.revoke",
+                "audit.read",
+            ],
+        ),
+        (100, &["org.delete"]),
+    ];
+    let mut rows = vec![(0, "org.read".to_owned())];
+    let mut held: Vec<&str> = Vec::new();
+    for (level, add) in adds {
+        held.extend(add);
+        rows.extend(held.iter().map(|p| (level, (*p).to_owned())));
+    }
+    rows
+}
+
+/// A user acting inside `org`.
+pub fn in_org(user: &str, org: &str) -> Scope {
+    Scope::User {
+        user_id: user.into(),
+        org_id: Some(org.into()),
+    }
+}
+
+/// An API key acting for `org`.
+pub fn key_scope(key: &str, org: &str, kind: KeyKind) -> Scope {
+    Scope::ApiKey {
+        key_id: key.into(),
+        org_id: org.into(),
+        kind,
+    }
+}
+
+fn email_of(user: &str) -> String {
+    format!("{user}@example.com")
+}
+
+/// An org row created at `NOW`, named after its id.
+pub fn org_row(id: &str, creator: &str) -> OrgRow {
+    OrgRow {
+        id: id.into(),
+        name: format!("Org {id}"),
+        created_by: creator.into(),
+        created_ms: NOW,
+        updated_ms: NOW,
+    }
+}
+
+/// A membership starting at `at`, with the user's test address.
+pub fn member_row(org: &str, user: &str, level: i32, at: i64) -> MemberRow {
+    MemberRow {
+        org_id: org.into(),
+        user_id: user.into(),
+        email: email_of(user),
+        level,
+        created_ms: at,
+        updated_ms: at,
+    }
+}
+
+/// A pending invitation made at `at`, valid for a day.
+pub fn invitation_row(id: &str, org: &str, email: &str, level: i32, at: i64) -> InvitationRow {
+    InvitationRow {
+        id: id.into(),
+        org_id: org.into(),
+        email: email.into(),
+        level,
+        invited_by: "usr_inviter".into(),
+        created_ms: at,
+        expires_ms: at + 86_400_000,
+        accepted_ms: None,
+        accepted_by: None,
+    }
+}
+
+/// A live, never used API key whose hash is `hash` repeated.
+pub fn key_row(id: &str, org: &str, kind: KeyKind, hash: u8, at: i64) -> ApiKeyRow {
+    ApiKeyRow {
+        id: id.into(),
+        org_id: org.into(),
+        kind,
+        name: format!("key {id}"),
+        hint: "bst_sk_AbCd".into(),
+        key_hash: [hash; 32],
+        created_by: "usr_creator".into(),
+        created_ms: at,
+        last_used_ms: None,
+        revoked_ms: None,
+    }
+}
+
+fn org_event(org: &str, action: &str) -> NewAuditEvent {
+    NewAuditEvent {
+        ts_ms: NOW,
+        actor: None,
+        org_id: Some(org.into()),
+        category: "admin".into(),
+        action: action.into(),
+        outcome: "success".into(),
+        details: "{}".into(),
+    }
+}
+
+/// Creates `org_id` with `members` (users created when missing): the first, a Super Admin,
+/// creates it; the others join in order by an accepted invitation.
+pub async fn org_with<S: Store>(store: &S, org_id: &str, members: &[(&str, i32)]) {
+    for (user, _) in members {
+        if store.user_by_id(&SYS, user).await.unwrap().is_none() {
+            store
+                .create_user(&SYS, &user_row(user, &email_of(user)))
+                .await
+                .unwrap();
+        }
+    }
+    let (creator, level) = members[0];
+    assert_eq!(level, 100, "an org starts with its Super Admin");
+    store
+        .create_org(
+            &as_user(creator),
+            &org_row(org_id, creator),
+            &member_row(org_id, creator, 100, NOW),
+        )
+        .await
+        .unwrap();
+    for (i, (user, level)) in members.iter().enumerate().skip(1) {
+        let at = NOW + i as i64;
+        let inv = invitation_row(
+            &format!("inv_{org_id}_{user}"),
+            org_id,
+            &email_of(user),
+            *level,
+            at,
+        );
+        store.create_invitation(&SYS, &inv).await.unwrap();
+        assert!(
+            store
+                .accept_invitation(&SYS, &inv.id, &member_row(org_id, user, *level, at), at)
+                .await
+                .unwrap()
+        );
+    }
+}
+
+/// R1: an org, its members and its name reach only its members; its creator is its first
+/// Super Admin; deleting it takes the memberships along.
+pub async fn r1_orgs_are_visible_only_to_their_members<S: Store>(store: Arc<S>) {
+    store
+        .sync_permissions(&SYS, &permission_rows())
+        .await
+        .unwrap();
+    org_with(&*store, "org_a", &[("usr_a", 100), ("usr_b", 20)]).await;
+    org_with(&*store, "org_c", &[("usr_c", 100)]).await;
+    // A second org of usr_a, joined later.
+    let mut later = org_row("org_a2", "usr_a");
+    later.created_ms = NOW + 10;
+    store
+        .create_org(
+            &as_user("usr_a"),
+            &later,
+            &member_row("org_a2", "usr_a", 100, NOW + 10),
+        )
+        .await
+        .unwrap();
+    for scope in [
+        as_user("usr_a"),
+        in_org("usr_a", "org_a"),
+        in_org("usr_b", "org_a"),
+        SYS,
+    ] {
+        assert_eq!(
+            store.org(&scope, "org_a").await.unwrap(),
+            Some(org_row("org_a", "usr_a")),
+            "{scope:?}"
+        );
+    }
+    for scope in [
+        as_user("usr_c"),
+        in_org("usr_c", "org_a"),
+        in_org("usr_c", "org_c"),
+        Scope::Anonymous,
+    ] {
+        assert_eq!(store.org(&scope, "org_a").await.unwrap(), None, "{scope:?}");
+    }
+    let ids = |v: Vec<(OrgRow, i32)>| v.into_iter().map(|(o, l)| (o.id, l)).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.orgs_of(&as_user("usr_a"), "usr_a").await.unwrap()),
+        [("org_a".to_owned(), 100), ("org_a2".to_owned(), 100)],
+        "oldest membership first"
+    );
+    assert_eq!(
+        ids(store.orgs_of(&as_user("usr_b"), "usr_b").await.unwrap()),
+        [("org_a".to_owned(), 20)]
+    );
+    assert_eq!(
+        ids(store.orgs_of(&SYS, "usr_b").await.unwrap()),
+        [("org_a".to_owned(), 20)]
+    );
+    for scope in [as_user("usr_c"), in_org("usr_a", "org_a"), Scope::Anonymous] {
+        assert!(
+            store.orgs_of(&scope, "usr_b").await.unwrap().is_empty(),
+            "{scope:?} listed another user's orgs"
+        );
+    }
+    let members: Vec<_> = store
+        .members(&in_org("usr_b", "org_a"), "org_a")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| (m.user_id, m.level, m.email))
+        .collect();
+    assert_eq!(
+        members,
+        [
+            ("usr_a".to_owned(), 100, "usr_a@example.com".to_owned()),
+            ("usr_b".to_owned(), 20, "usr_b@example.com".to_owned())
+        ],
+        "highest level first"
+    );
+    assert!(
+        store
+            .members(&in_org("usr_c", "org_a"), "org_a")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .membership(&as_user("usr_b"), "org_a", "usr_b")
+            .await
+            .unwrap(),
+        Some(member_row("org_a", "usr_b", 20, NOW + 1)),
+        "one's own membership, from any scope of one's own"
+    );
+    assert_eq!(
+        store
+            .membership(&in_org("usr_c", "org_c"), "org_a", "usr_a")
+            .await
+            .unwrap(),
+        None
+    );
+    // Only the creator makes an org, as its one first Super Admin, and nothing half-made stays.
+    let attempts = [
+        (
+            as_user("usr_c"),
+            org_row("org_x", "usr_a"),
+            member_row("org_x", "usr_a", 100, NOW),
+        ),
+        (
+            as_user("usr_c"),
+            org_row("org_x", "usr_c"),
+            member_row("org_x", "usr_c", 80, NOW),
+        ),
+        (
+            as_user("usr_c"),
+            org_row("org_x", "usr_c"),
+            member_row("org_x", "usr_a", 100, NOW),
+        ),
+        (
+            as_user("usr_c"),
+            org_row("org_x", "usr_c"),
+            member_row("org_nowhere", "usr_c", 100, NOW),
+        ),
+        (
+            Scope::Anonymous,
+            org_row("org_x", "usr_c"),
+            member_row("org_x", "usr_c", 100, NOW),
+        ),
+    ];
+    for (scope, org, creator) in attempts {
+        assert!(
+            matches!(
+                store.create_org(&scope, &org, &creator).await,
+                Err(StoreError::Forbidden)
+            ),
+            "{scope:?} {creator:?}"
+        );
+        assert_eq!(store.org(&SYS, "org_x").await.unwrap(), None);
+    }
+    assert!(matches!(
+        store
+            .create_org(
+                &as_user("usr_c"),
+                &org_row("org_a", "usr_c"),
+                &member_row("org_a", "usr_c", 100, NOW)
+            )
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(
+        !store
+            .rename_org(&in_org("usr_c", "org_a"), "org_a", "Mine now", NOW + 1)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .rename_org(&in_org("usr_a", "org_a"), "org_a", "Renamed", NOW + 2)
+            .await
+            .unwrap()
+    );
+    let renamed = store.org(&SYS, "org_a").await.unwrap().unwrap();
+    assert_eq!(
+        (renamed.name.as_str(), renamed.updated_ms),
+        ("Renamed", NOW + 2)
+    );
+    assert!(
+        !store
+            .delete_org(&in_org("usr_c", "org_a"), "org_a")
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .delete_org(&in_org("usr_a", "org_a"), "org_a")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .delete_org(&in_org("usr_a", "org_a"), "org_a")
+            .await
+            .unwrap(),
+        "already gone"
+    );
+    assert_eq!(store.org(&SYS, "org_a").await.unwrap(), None);
+    assert_eq!(
+        store.membership(&SYS, "org_a", "usr_b").await.unwrap(),
+        None,
+        "memberships go with their org"
+    );
+    assert!(store.orgs_of(&SYS, "usr_b").await.unwrap().is_empty());
+}
+
+/// R2: an org always keeps a Super Admin: two of them demoting each other at once leave one,
+/// and the last one can neither be demoted nor leave.
+pub async fn r2_the_last_super_admin_cannot_be_demoted_or_removed_even_concurrently<S: Store>(
+    store: Arc<S>,
+) {
+    store
+        .sync_permissions(&SYS, &permission_rows())
+        .await
+        .unwrap();
+    let mut survivors = Vec::new();
+    for round in 0..5 {
+        let org = format!("org_r{round}");
+        org_with(
+            &*store,
+            &org,
+            &[("usr_a", 100), ("usr_b", 100), ("usr_c", 40)],
+        )
+        .await;
+        let barrier = Arc::new(tokio::sync::Barrier::new(2));
+        let demote = |me: &'static str, them: &'static str| {
+            let (store, barrier, org) = (store.clone(), barrier.clone(), org.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                let change = store
+                    .change_member(&in_org(me, &org), &org, them, 100, Some(80), NOW + 100)
+                    .await
+                    .unwrap();
+                (me, change)
+            })
+        };
+        let (one, two) = (demote("usr_a", "usr_b"), demote("usr_b", "usr_a"));
+        let outcomes = [one.await.unwrap(), two.await.unwrap()];
+        let winners: Vec<_> = outcomes
+            .iter()
+            .filter(|(_, c)| *c == MemberChange::Changed)
+            .map(|(me, _)| *me)
+            .collect();
+        assert_eq!(winners.len(), 1, "round {round}: {outcomes:?}");
+        // The loser either ran after the winner (and no longer outranks anyone) or alongside.
+        assert!(
+            outcomes.iter().all(|(_, c)| matches!(
+                c,
+                MemberChange::Changed | MemberChange::LastSuperAdmin | MemberChange::NotFound
+            )),
+            "{outcomes:?}"
+        );
+        let supers: Vec<_> = store
+            .members(&SYS, &org)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|m| m.level == 100)
+            .map(|m| m.user_id)
+            .collect();
+        assert_eq!(supers, [winners[0]], "round {round}");
+        survivors.push((org, winners[0]));
+    }
+    let (org, last) = survivors.swap_remove(0);
+    let me = in_org(last, &org);
+    for to in [Some(80), Some(20), None] {
+        assert_eq!(
+            store
+                .change_member(&me, &org, last, 100, to, NOW + 200)
+                .await
+                .unwrap(),
+            MemberChange::LastSuperAdmin,
+            "{to:?}"
+        );
+        assert_eq!(
+            store
+                .membership(&SYS, &org, last)
+                .await
+                .unwrap()
+                .unwrap()
+                .level,
+            100,
+            "the refused change left nothing behind"
+        );
+    }
+    // A stale expectation changes nothing.
+    assert_eq!(
+        store
+            .change_member(&me, &org, "usr_c", 60, Some(20), NOW + 200)
+            .await
+            .unwrap(),
+        MemberChange::NotFound
+    );
+    assert_eq!(
+        store
+            .change_member(&me, &org, "usr_nobody", 40, None, NOW + 200)
+            .await
+            .unwrap(),
+        MemberChange::NotFound
+    );
+    // With a successor in place, the last one may step down, then leave.
+    assert_eq!(
+        store
+            .change_member(&me, &org, "usr_c", 40, Some(100), NOW + 201)
+            .await
+            .unwrap(),
+        MemberChange::Changed
+    );
+    let promoted = store
+        .membership(&SYS, &org, "usr_c")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((promoted.level, promoted.updated_ms), (100, NOW + 201));
+    assert_eq!(
+        store
+            .change_member(&me, &org, last, 100, Some(80), NOW + 202)
+            .await
+            .unwrap(),
+        MemberChange::Changed
+    );
+    assert_eq!(
+        store
+            .change_member(&me, &org, last, 80, None, NOW + 203)
+            .await
+            .unwrap(),
+        MemberChange::Changed,
+        "anyone may leave"
+    );
+    assert_eq!(store.membership(&SYS, &org, last).await.unwrap(), None);
+    // Deleting the org removes its Super Admins with it.
+    assert!(
+        store
+            .delete_org(&in_org("usr_c", &org), &org)
+            .await
+            .unwrap()
+    );
+    assert!(store.members(&SYS, &org).await.unwrap().is_empty());
+}
+
+/// R1: an invitation replaces the pending one for the same address, is accepted once, before
+/// it expires, by someone not yet a member; an accepted one is history, not revocable.
+pub async fn r1_invitations_are_accepted_once_and_replace_older_ones<S: Store>(store: Arc<S>) {
+    store
+        .sync_permissions(&SYS, &permission_rows())
+        .await
+        .unwrap();
+    org_with(&*store, "org_a", &[("usr_a", 100)]).await;
+    for u in ["usr_x", "usr_y"] {
+        store
+            .create_user(&SYS, &user_row(u, &email_of(u)))
+            .await
+            .unwrap();
+    }
+    let admin = in_org("usr_a", "org_a");
+    let x = email_of("usr_x");
+    store
+        .create_invitation(&admin, &invitation_row("inv_1", "org_a", &x, 40, NOW + 1))
+        .await
+        .unwrap();
+    store
+        .create_invitation(&admin, &invitation_row("inv_2", "org_a", &x, 60, NOW + 2))
+        .await
+        .unwrap();
+    store
+        .create_invitation(
+            &admin,
+            &invitation_row("inv_3", "org_a", &email_of("usr_y"), 20, NOW + 3),
+        )
+        .await
+        .unwrap();
+    let ids = |v: Vec<InvitationRow>| v.into_iter().map(|i| i.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.invitations(&admin, "org_a").await.unwrap()),
+        ["inv_3", "inv_2"],
+        "newest first; the older one for the same address is gone"
+    );
+    assert_eq!(store.invitation(&SYS, "inv_1").await.unwrap(), None);
+    assert_eq!(
+        store.invitation(&SYS, "inv_2").await.unwrap(),
+        Some(invitation_row("inv_2", "org_a", &x, 60, NOW + 2))
+    );
+    assert!(
+        store.invitation(&admin, "inv_2").await.is_err(),
+        "reading by id is a system path"
+    );
+    assert!(
+        store
+            .accept_invitation(&admin, "inv_2", &member_row("org_a", "usr_x", 60, NOW), NOW)
+            .await
+            .is_err(),
+        "accepting is a system path"
+    );
+    // Many at once: one joins.
+    let tasks: Vec<_> = (0..10)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let m = member_row("org_a", "usr_x", 60, NOW + 10);
+                store
+                    .accept_invitation(&SYS, "inv_2", &m, NOW + 10 + i)
+                    .await
+            })
+        })
+        .collect();
+    let mut accepted = 0;
+    for t in tasks {
+        accepted += usize::from(t.await.unwrap().unwrap());
+    }
+    assert_eq!(accepted, 1);
+    let inv = store.invitation(&SYS, "inv_2").await.unwrap().unwrap();
+    assert!(inv.accepted_ms.is_some());
+    assert_eq!(inv.accepted_by.as_deref(), Some("usr_x"));
+    assert_eq!(
+        store
+            .membership(&SYS, "org_a", "usr_x")
+            .await
+            .unwrap()
+            .map(|m| m.level),
+        Some(60)
+    );
+    assert!(
+        !store
+            .revoke_invitation(&admin, "org_a", "inv_2")
+            .await
+            .unwrap(),
+        "an accepted invitation is not revoked"
+    );
+    // A new invitation for the same address leaves the accepted one alone.
+    store
+        .create_invitation(&admin, &invitation_row("inv_4", "org_a", &x, 20, NOW + 20))
+        .await
+        .unwrap();
+    assert!(store.invitation(&SYS, "inv_2").await.unwrap().is_some());
+    // Already a member: a conflict, and the invitation stays pending.
+    assert!(matches!(
+        store
+            .accept_invitation(
+                &SYS,
+                "inv_4",
+                &member_row("org_a", "usr_x", 20, NOW + 21),
+                NOW + 21
+            )
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        store
+            .invitation(&SYS, "inv_4")
+            .await
+            .unwrap()
+            .unwrap()
+            .accepted_ms,
+        None
+    );
+    assert_eq!(
+        store
+            .membership(&SYS, "org_a", "usr_x")
+            .await
+            .unwrap()
+            .map(|m| m.level),
+        Some(60),
+        "the membership is unchanged"
+    );
+    // Expired: not accepted at its expiry.
+    let inv3 = store.invitation(&SYS, "inv_3").await.unwrap().unwrap();
+    let y = member_row("org_a", "usr_y", 20, inv3.expires_ms);
+    assert!(
+        !store
+            .accept_invitation(&SYS, "inv_3", &y, inv3.expires_ms)
+            .await
+            .unwrap()
+    );
+    // The member must join the invitation's org at the invited level.
+    let wrong = member_row("org_a", "usr_y", 100, NOW + 30);
+    assert!(
+        !store
+            .accept_invitation(&SYS, "inv_3", &wrong, NOW + 30)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .accept_invitation(&SYS, "inv_missing", &y, NOW + 30)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.membership(&SYS, "org_a", "usr_y").await.unwrap(),
+        None
+    );
+    // Revoking: a pending one once.
+    assert!(
+        store
+            .revoke_invitation(&admin, "org_a", "inv_3")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .revoke_invitation(&admin, "org_a", "inv_3")
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        ids(store.invitations(&admin, "org_a").await.unwrap()),
+        ["inv_4", "inv_2"]
+    );
+}
+
+/// R6: a key is found by its hash only, touched at most once a minute, and once revoked its
+/// scope reaches nothing of its org.
+pub async fn r6_api_keys_are_found_by_hash_and_revoked_keys_lose_their_org<S: Store>(
+    store: Arc<S>,
+) {
+    store
+        .sync_permissions(&SYS, &permission_rows())
+        .await
+        .unwrap();
+    org_with(&*store, "org_a", &[("usr_a", 100)]).await;
+    store
+        .append(&SYS, &[org_event("org_a", "a.1")], &seal)
+        .await
+        .unwrap();
+    let admin = in_org("usr_a", "org_a");
+    let service = key_row("key_s", "org_a", KeyKind::Service, 1, NOW + 1);
+    let publishable = key_row("key_p", "org_a", KeyKind::Publishable, 2, NOW + 2);
+    store.create_api_key(&admin, &service).await.unwrap();
+    store.create_api_key(&admin, &publishable).await.unwrap();
+    let mut same_hash = key_row("key_dup", "org_a", KeyKind::Service, 1, NOW + 3);
+    same_hash.name = "duplicate".into();
+    assert!(matches!(
+        store.create_api_key(&admin, &same_hash).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        store.api_key_by_hash(&SYS, &[1; 32]).await.unwrap(),
+        Some(service.clone())
+    );
+    assert_eq!(store.api_key_by_hash(&SYS, &[9; 32]).await.unwrap(), None);
+    assert!(
+        store.api_key_by_hash(&admin, &[1; 32]).await.is_err(),
+        "look-up by hash is a system path"
+    );
+    assert_eq!(
+        store.api_keys(&admin, "org_a").await.unwrap(),
+        [publishable.clone(), service.clone()],
+        "newest first"
+    );
+    // Use is recorded at most once per API_KEY_TOUCH_MS.
+    let used = |at: i64| {
+        let store = store.clone();
+        async move {
+            store.touch_api_key(&SYS, "key_s", at).await.unwrap();
+            store
+                .api_key_by_hash(&SYS, &[1; 32])
+                .await
+                .unwrap()
+                .unwrap()
+                .last_used_ms
+        }
+    };
+    assert_eq!(used(NOW + 10).await, Some(NOW + 10));
+    assert_eq!(used(NOW + 11).await, Some(NOW + 10));
+    assert_eq!(used(NOW + 10 + API_KEY_TOUCH_MS).await, Some(NOW + 10));
+    assert_eq!(
+        used(NOW + 11 + API_KEY_TOUCH_MS).await,
+        Some(NOW + 11 + API_KEY_TOUCH_MS)
+    );
+    assert!(
+        store
+            .touch_api_key(&admin, "key_s", NOW + 99)
+            .await
+            .is_err()
+    );
+    // A live key reaches its own org.
+    let svc = key_scope("key_s", "org_a", KeyKind::Service);
+    let publ = key_scope("key_p", "org_a", KeyKind::Publishable);
+    for scope in [&svc, &publ] {
+        assert!(
+            store.org(scope, "org_a").await.unwrap().is_some(),
+            "{scope:?}"
+        );
+    }
+    assert_eq!(store.api_keys(&svc, "org_a").await.unwrap().len(), 2);
+    assert_eq!(
+        store
+            .org_events(&svc, "org_a", None, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    // The same id presented as the other kind, or for another org, is no key.
+    for scope in [
+        key_scope("key_p", "org_a", KeyKind::Service),
+        key_scope("key_s", "org_a", KeyKind::Publishable),
+        key_scope("key_s", "org_b", KeyKind::Service),
+    ] {
+        assert!(
+            store.org(&scope, "org_a").await.unwrap().is_none(),
+            "{scope:?}"
+        );
+        assert!(store.api_keys(&scope, "org_a").await.unwrap().is_empty());
+    }
+    // Revoked: once, and then the key reaches nothing.
+    assert!(
+        store
+            .revoke_api_key(&admin, "org_a", "key_s", NOW + 20)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .revoke_api_key(&admin, "org_a", "key_s", NOW + 21)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .revoke_api_key(&admin, "org_a", "key_missing", NOW + 21)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .api_key_by_hash(&SYS, &[1; 32])
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_ms,
+        Some(NOW + 20),
+        "still found, so the caller can tell it is revoked"
+    );
+    assert_eq!(store.org(&svc, "org_a").await.unwrap(), None);
+    assert!(store.api_keys(&svc, "org_a").await.unwrap().is_empty());
+    assert!(store.members(&svc, "org_a").await.unwrap().is_empty());
+    assert!(
+        store
+            .org_events(&svc, "org_a", None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        !store
+            .rename_org(&svc, "org_a", "Revoked", NOW + 22)
+            .await
+            .unwrap()
+    );
+    assert!(matches!(
+        store
+            .create_api_key(
+                &svc,
+                &key_row("key_n", "org_a", KeyKind::Service, 3, NOW + 23)
+            )
+            .await,
+        Err(StoreError::Forbidden)
+    ));
+    assert!(
+        !store
+            .revoke_api_key(&svc, "org_a", "key_p", NOW + 24)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.org(&SYS, "org_a").await.unwrap().unwrap().name,
+        "Org org_a"
+    );
+    let listed = store.api_keys(&admin, "org_a").await.unwrap();
+    assert_eq!(
+        listed
+            .iter()
+            .map(|k| (k.id.as_str(), k.revoked_ms))
+            .collect::<Vec<_>>(),
+        [("key_p", None), ("key_s", Some(NOW + 20))],
+        "revoked keys are still listed"
+    );
+}
+
+/// R5: a user's private activity is theirs alone: not their org's Super Admin's, nor an
+/// Admin's, nor a key's, whatever the scope.
+pub async fn r5_private_activity_is_visible_to_its_user_only<S: Store>(store: Arc<S>) {
+    store
+        .sync_permissions(&SYS, &permission_rows())
+        .await
+        .unwrap();
+    org_with(
+        &*store,
+        "org_a",
+        &[("usr_owner", 100), ("usr_admin", 80), ("usr_m", 40)],
+    )
+    .await;
+    store
+        .create_api_key(
+            &in_org("usr_owner", "org_a"),
+            &key_row("key_s", "org_a", KeyKind::Service, 1, NOW),
+        )
+        .await
+        .unwrap();
+    let row = |id: &str, org: Option<&str>, ts: i64| ActivityRow {
+        id: id.into(),
+        user_id: "usr_m".into(),
+        org_id: org.map(str::to_owned),
+        ts_ms: ts,
+        kind: "app.focus".into(),
+        data: "{\"app\":\"editor\"}".into(),
+    };
+    store
+        .add_activity(&as_user("usr_m"), &row("act_1", None, NOW + 1))
+        .await
+        .unwrap();
+    store
+        .add_activity(
+            &in_org("usr_m", "org_a"),
+            &row("act_2", Some("org_a"), NOW + 2),
+        )
+        .await
+        .unwrap();
+    store
+        .add_activity(&as_user("usr_m"), &row("act_3", Some("org_a"), NOW + 3))
+        .await
+        .unwrap();
+    let mine = store
+        .activity_of(&as_user("usr_m"), "usr_m", 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        mine,
+        [
+            row("act_3", Some("org_a"), NOW + 3),
+            row("act_2", Some("org_a"), NOW + 2),
+            row("act_1", None, NOW + 1)
+        ],
+        "newest first"
+    );
+    assert_eq!(
+        store
+            .activity_of(&in_org("usr_m", "org_a"), "usr_m", 2)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    for scope in [
+        in_org("usr_owner", "org_a"),
+        in_org("usr_admin", "org_a"),
+        as_user("usr_owner"),
+        key_scope("key_s", "org_a", KeyKind::Service),
+        Scope::Anonymous,
+    ] {
+        assert!(
+            store
+                .activity_of(&scope, "usr_m", 10)
+                .await
+                .unwrap()
+                .is_empty(),
+            "{scope:?} read another user's activity"
+        );
+        assert!(
+            matches!(
+                store.add_activity(&scope, &row("act_x", None, NOW)).await,
+                Err(StoreError::Forbidden)
+            ),
+            "{scope:?} wrote as another user"
+        );
+    }
+    assert_eq!(
+        store
+            .activity_of(&as_user("usr_m"), "usr_m", 10)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+}
+
+/// R4: a member of org A, whether its scope names A or claims B, reaches nothing of org B:
+/// no reads, no changes, no inserts.
+pub async fn r4_a_scope_inside_org_a_sees_nothing_of_org_b<S: Store>(store: Arc<S>) {
+    store
+        .sync_permissions(&SYS, &permission_rows())
+        .await
+        .unwrap();
+    org_with(&*store, "org_a", &[("usr_a", 100)]).await;
+    org_with(&*store, "org_b", &[("usr_b", 100), ("usr_b2", 40)]).await;
+    store
+        .create_api_key(
+            &in_org("usr_a", "org_a"),
+            &key_row("key_a", "org_a", KeyKind::Service, 1, NOW),
+        )
+        .await
+        .unwrap();
+    let owner_b = in_org("usr_b", "org_b");
+    store
+        .create_api_key(
+            &owner_b,
+            &key_row("key_b", "org_b", KeyKind::Service, 2, NOW),
+        )
+        .await
+        .unwrap();
+    let pending = invitation_row("inv_b", "org_b", "new@example.com", 20, NOW + 5);
+    store.create_invitation(&owner_b, &pending).await.unwrap();
+    store
+        .append(
+            &SYS,
+            &[
+                org_event("org_a", "a.1"),
+                org_event("org_b", "b.1"),
+                org_event("org_b", "b.2"),
+            ],
+            &seal,
+        )
+        .await
+        .unwrap();
+    // Controls: each org's own members do see these rows.
+    assert_eq!(
+        store
+            .org_events(&in_org("usr_a", "org_a"), "org_a", None, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        store
+            .org_events(&owner_b, "org_b", None, 10)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(store.invitations(&owner_b, "org_b").await.unwrap().len(), 2);
+    assert_eq!(store.api_keys(&owner_b, "org_b").await.unwrap().len(), 1);
+    for scope in [
+        in_org("usr_a", "org_b"),
+        in_org("usr_a", "org_a"),
+        as_user("usr_a"),
+        key_scope("key_a", "org_a", KeyKind::Service),
+        key_scope("key_a", "org_b", KeyKind::Service),
+        Scope::Anonymous,
+    ] {
+        let s = &scope;
+        assert_eq!(store.org(s, "org_b").await.unwrap(), None, "{s:?}");
+        assert!(store.members(s, "org_b").await.unwrap().is_empty(), "{s:?}");
+        for user in ["usr_b", "usr_b2"] {
+            assert_eq!(
+                store.membership(s, "org_b", user).await.unwrap(),
+                None,
+                "{s:?}"
+            );
+        }
+        assert!(store.orgs_of(s, "usr_b").await.unwrap().is_empty(), "{s:?}");
+        assert!(
+            store.invitations(s, "org_b").await.unwrap().is_empty(),
+            "{s:?}"
+        );
+        assert!(
+            store.api_keys(s, "org_b").await.unwrap().is_empty(),
+            "{s:?}"
+        );
+        assert!(
+            store
+                .org_events(s, "org_b", None, 10)
+                .await
+                .unwrap()
+                .is_empty(),
+            "{s:?}"
+        );
+        assert!(store.activity_of(s, "usr_b", 10).await.unwrap().is_empty());
+        assert!(
+            !store
+                .rename_org(s, "org_b", "Taken", NOW + 9)
+                .await
+                .unwrap(),
+            "{s:?}"
+        );
+        assert!(!store.delete_org(s, "org_b").await.unwrap(), "{s:?}");
+        for (user, expected, to) in [
+            ("usr_b2", 40, Some(20)),
+            ("usr_b2", 40, Some(100)),
+            ("usr_b2", 40, None),
+            ("usr_b", 100, Some(20)),
+            ("usr_b", 100, None),
+        ] {
+            assert_eq!(
+                store
+                    .change_member(s, "org_b", user, expected, to, NOW + 9)
+                    .await
+                    .unwrap(),
+                MemberChange::NotFound,
+                "{s:?} {user} {to:?}"
+            );
+        }
+        assert!(
+            !store.revoke_invitation(s, "org_b", "inv_b").await.unwrap(),
+            "{s:?}"
+        );
+        assert!(
+            !store
+                .revoke_api_key(s, "org_b", "key_b", NOW + 9)
+                .await
+                .unwrap(),
+            "{s:?}"
+        );
+        let mut planted = invitation_row("inv_evil", "org_b", "evil@example.com", 100, NOW + 9);
+        planted.invited_by = "usr_a".into();
+        assert!(
+            matches!(
+                store.create_invitation(s, &planted).await,
+                Err(StoreError::Forbidden)
+            ),
+            "{s:?}"
+        );
+        // Not even replacing the pending invitation for that address.
+        let replace = invitation_row("inv_evil2", "org_b", "new@example.com", 20, NOW + 9);
+        assert!(
+            matches!(
+                store.create_invitation(s, &replace).await,
+                Err(StoreError::Forbidden)
+            ),
+            "{s:?}"
+        );
+        assert!(
+            matches!(
+                store
+                    .create_api_key(s, &key_row("key_evil", "org_b", KeyKind::Service, 7, NOW))
+                    .await,
+                Err(StoreError::Forbidden)
+            ),
+            "{s:?}"
+        );
+    }
+    // Org B is exactly as it was.
+    assert_eq!(
+        store.org(&SYS, "org_b").await.unwrap(),
+        Some(org_row("org_b", "usr_b"))
+    );
+    assert_eq!(
+        store
+            .members(&SYS, "org_b")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| (m.user_id, m.level))
+            .collect::<Vec<_>>(),
+        [("usr_b".to_owned(), 100), ("usr_b2".to_owned(), 40)]
+    );
+    assert_eq!(
+        store.invitation(&SYS, "inv_b").await.unwrap(),
+        Some(pending)
+    );
+    for id in ["inv_evil", "inv_evil2"] {
+        assert_eq!(store.invitation(&SYS, id).await.unwrap(), None);
+    }
+    let keys = store.api_keys(&SYS, "org_b").await.unwrap();
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0].revoked_ms, None);
+    assert_eq!(store.api_key_by_hash(&SYS, &[7; 32]).await.unwrap(), None);
+}
+
+/// An org's audit events come newest first, a page at a time, and only that org's.
+pub async fn r1_org_audit_events_page_newest_first_within_their_org<S: Store>(store: Arc<S>) {
+    store
+        .sync_permissions(&SYS, &permission_rows())
+        .await
+        .unwrap();
+    org_with(&*store, "org_a", &[("usr_a", 100)]).await;
+    let events: Vec<_> = (0..7)
+        .map(|i| {
+            if i % 3 == 2 {
+                org_event("org_b", &format!("b.{i}"))
+            } else {
+                org_event("org_a", &format!("a.{i}"))
+            }
+        })
+        .chain([event(1)])
+        .collect();
+    store.append(&SYS, &events, &seal).await.unwrap();
+    let me = in_org("usr_a", "org_a");
+    let seqs = |v: Vec<crate::AuditRecord>| v.into_iter().map(|r| r.seq).collect::<Vec<_>>();
+    assert_eq!(
+        seqs(store.org_events(&me, "org_a", None, 3).await.unwrap()),
+        [7, 5, 4]
+    );
+    assert_eq!(
+        seqs(store.org_events(&me, "org_a", Some(4), 3).await.unwrap()),
+        [2, 1]
+    );
+    assert!(
+        store
+            .org_events(&me, "org_a", Some(1), 3)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let all = store.org_events(&SYS, "org_a", None, 100).await.unwrap();
+    assert_eq!(seqs(all.clone()), [7, 5, 4, 2, 1]);
+    assert!(
+        all.iter()
+            .all(|r| r.event.org_id.as_deref() == Some("org_a"))
+    );
+    assert_eq!(all[0].event, events[6], "events round-trip unchanged");
+    let chain = store.events_after(&SYS, 0, 100).await.unwrap();
+    assert_eq!(all[0], chain[6], "as stored in the chain");
+}
+
 /// Expands into one `#[tokio::test]` per conformance check (see the module docs for `$make`).
 #[macro_export]
 macro_rules! conformance_tests {
@@ -954,7 +2110,14 @@ macro_rules! conformance_tests {
             a7_magic_links_are_single_use_expiring_and_newest_only,
             a7_concurrent_consumers_of_one_link_have_one_winner,
             mail_outbox_leases_retries_and_finishes,
-            a6_cleanup_counts_then_purges_only_what_ended
+            a6_cleanup_counts_then_purges_only_what_ended,
+            r1_orgs_are_visible_only_to_their_members,
+            r2_the_last_super_admin_cannot_be_demoted_or_removed_even_concurrently,
+            r1_invitations_are_accepted_once_and_replace_older_ones,
+            r6_api_keys_are_found_by_hash_and_revoked_keys_lose_their_org,
+            r5_private_activity_is_visible_to_its_user_only,
+            r4_a_scope_inside_org_a_sees_nothing_of_org_b,
+            r1_org_audit_events_page_newest_first_within_their_org
         );
     };
     (@each $make:expr; $($name:ident),*) => {

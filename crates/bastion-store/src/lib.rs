@@ -11,6 +11,7 @@ pub mod keyring;
 pub mod links;
 pub mod lockout;
 pub mod mail;
+pub mod orgs;
 mod scope;
 
 #[cfg(feature = "conformance")]
@@ -23,7 +24,11 @@ pub use keyring::{KeyRingStore, StoredKey};
 pub use links::{ConsumedLink, MagicLinkRow, MagicLinkStore};
 pub use lockout::{AttemptDecision, LockoutStore, ThrottleRule};
 pub use mail::{ClaimedMail, MailCounts, MailStore, OutboundMail};
-pub use scope::Scope;
+pub use orgs::{
+    API_KEY_TOUCH_MS, ActivityRow, ApiKeyRow, InvitationRow, MemberChange, MemberRow, OrgRow,
+    OrgStore,
+};
+pub use scope::{KeyKind, Scope};
 
 /// Errors of the storage layer. Messages never contain row contents.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +68,7 @@ pub trait Store:
     + LockoutStore
     + MagicLinkStore
     + MailStore
+    + OrgStore
     + SessionStore
     + Send
     + Sync

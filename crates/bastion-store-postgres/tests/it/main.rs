@@ -3,7 +3,10 @@
 
 use std::sync::Arc;
 
-use bastion_store::{AuditStore, NewAuditEvent, Scope, Store};
+use bastion_store::conformance::{
+    as_user, in_org, invitation_row, key_row, key_scope, org_with, permission_rows, user_row,
+};
+use bastion_store::{AuditStore, KeyKind, NewAuditEvent, OrgStore, Scope, Store};
 use bastion_store_postgres::PgStore;
 use bastion_testkit::pg::PgTestDb;
 
@@ -78,7 +81,40 @@ async fn r4_every_table_has_row_level_security_enabled_and_forced() {
         "current_org_id",
         "is_system",
         "is_schema_owner",
+        "current_level",
+        "has_permission",
+        "visible_org_ids",
+        "is_new_org_creator",
     ];
+    // Each helper is STABLE with a fixed search_path, and all but is_schema_owner (which must
+    // see its caller) run as the owner: SECURITY DEFINER.
+    let procs: Vec<(String, String, bool, Option<Vec<String>>)> = sqlx::query_as(
+        "SELECT p.proname::text, p.provolatile::text, p.prosecdef, p.proconfig::text[] \
+         FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
+         WHERE n.nspname = 'bastion' AND p.proname = ANY($1)",
+    )
+    .bind(&helpers[..])
+    .fetch_all(f.store.pool())
+    .await
+    .unwrap();
+    let mut found: Vec<&str> = procs.iter().map(|p| p.0.as_str()).collect();
+    found.sort_unstable();
+    let mut expected = helpers.to_vec();
+    expected.sort_unstable();
+    assert_eq!(found, expected, "each helper exists exactly once");
+    for (name, volatility, definer, config) in &procs {
+        assert_eq!(volatility, "s", "{name} is not STABLE");
+        assert_eq!(
+            *definer,
+            name != "is_schema_owner",
+            "{name}: SECURITY DEFINER"
+        );
+        assert_eq!(
+            config.as_deref(),
+            Some(&["search_path=pg_catalog".to_owned()][..]),
+            "{name}: search_path"
+        );
+    }
     // (table, policy, depends on a helper, USING, WITH CHECK)
     type PolicyRow = (String, String, bool, Option<String>, Option<String>);
     let policies: Vec<PolicyRow> = sqlx::query_as(
@@ -96,7 +132,7 @@ async fn r4_every_table_has_row_level_security_enabled_and_forced() {
         );
         for expr in [using, check].into_iter().flatten() {
             assert!(
-                helpers.iter().any(|h| expr.contains(&format!("{h}()")))
+                helpers.iter().any(|h| expr.contains(&format!("{h}(")))
                     && !expr.contains("current_setting"),
                 "policy {policy} on {table} does not go through a helper: {expr}"
             );
@@ -144,41 +180,80 @@ async fn u2_audit_rows_cannot_be_updated_or_deleted_by_any_role() {
     assert_eq!(f.store.head(&sys).await.unwrap().seq, 2);
 }
 
+/// `sql`'s single count, run by a direct connection as `role` with the context `ctx`; a
+/// refusal (no grant) counts as zero rows.
+async fn count_with(pool: &sqlx::PgPool, role: &str, ctx: &str, sql: &str) -> i64 {
+    let mut tx = begin_as(pool, role, Some(ctx)).await;
+    let n = sqlx::query_scalar(sql)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap_or(0);
+    tx.rollback().await.unwrap();
+    n
+}
+
 #[tokio::test]
 async fn r4_app_role_reads_only_its_orgs_audit_events() {
     let Some(f) = fresh().await else { return };
     let sys = Scope::System("test");
+    f.store
+        .sync_permissions(&sys, &permission_rows())
+        .await
+        .unwrap();
+    org_with(&*f.store, "org_a", &[("usr_x", 100), ("usr_v", 40)]).await;
+    org_with(&*f.store, "org_b", &[("usr_y", 100), ("usr_x", 80)]).await;
+    for (id, kind, hash) in [
+        ("key_s", KeyKind::Service, 1),
+        ("key_p", KeyKind::Publishable, 2),
+    ] {
+        f.store
+            .create_api_key(
+                &in_org("usr_x", "org_a"),
+                &key_row(id, "org_a", kind, hash, 1),
+            )
+            .await
+            .unwrap();
+    }
     let mut other = ev("other-org");
     other.org_id = Some("org_b".into());
     f.store
         .append(&sys, &[ev("mine"), other], &|_, seq, _| [seq as u8; 32])
         .await
         .unwrap();
-    let pool = f.store.pool();
-    let store = &f.store;
-    let count_as = |org: &'static str| async move {
-        let scope = Scope::User {
-            user_id: "usr_x".into(),
-            org_id: Some(org.to_owned()).filter(|o| !o.is_empty()),
-        };
-        let (role, ctx) = store.signed_context(&scope).unwrap();
-        let mut tx = pool.begin().await.unwrap();
-        sqlx::query("SELECT set_config('role', $1, true), set_config('bastion.ctx', $2, true)")
-            .bind(role)
-            .bind(ctx)
-            .execute(&mut *tx)
+    let count_as = |scope: Scope| {
+        let store = f.store.clone();
+        async move {
+            let (role, ctx) = store.signed_context(&scope).unwrap();
+            count_with(
+                store.pool(),
+                role,
+                &ctx,
+                "SELECT count(*) FROM audit_events",
+            )
             .await
-            .unwrap();
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_events")
-            .fetch_one(&mut *tx)
-            .await
-            .unwrap();
-        tx.rollback().await.unwrap();
-        n
+        }
     };
-    assert_eq!(count_as("org_a").await, 1);
-    assert_eq!(count_as("org_b").await, 1);
-    assert_eq!(count_as("").await, 0, "no scope, no rows");
+    assert_eq!(count_as(in_org("usr_x", "org_a")).await, 1);
+    assert_eq!(
+        count_as(in_org("usr_x", "org_b")).await,
+        1,
+        "an Admin there too"
+    );
+    assert_eq!(count_as(as_user("usr_x")).await, 0, "no org, no rows");
+    assert_eq!(
+        count_as(in_org("usr_v", "org_a")).await,
+        0,
+        "a User lacks audit.read"
+    );
+    assert_eq!(count_as(in_org("usr_v", "org_b")).await, 0, "not a member");
+    assert_eq!(
+        count_as(key_scope("key_s", "org_a", KeyKind::Service)).await,
+        1
+    );
+    assert_eq!(
+        count_as(key_scope("key_p", "org_a", KeyKind::Publishable)).await,
+        0
+    );
     assert!(f.store.ping().await.is_ok());
 }
 
@@ -219,8 +294,35 @@ async fn a8_x3_lockout_holds_across_two_nodes_sharing_the_database() {
     );
 }
 
+/// A transaction of a direct connection as `role` with the context `ctx` (`None`: none), the
+/// legacy plain settings set too (they must mean nothing).
+async fn begin_as(
+    pool: &sqlx::PgPool,
+    role: &str,
+    ctx: Option<&str>,
+) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("SELECT set_config('role', $1, true)")
+        .bind(role)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    if let Some(ctx) = ctx {
+        sqlx::query("SELECT set_config('bastion.ctx', $1, true)")
+            .bind(ctx)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+    }
+    sqlx::query("SELECT set_config('bastion.user_id', 'usr_a', true), set_config('bastion.org_id', 'org_a', true)")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx
+}
+
 /// What a direct connection sees as `role` with the context `ctx` (`None`: no context):
-/// rows counted per table, and rows an UPDATE and a DELETE would touch.
+/// rows counted per table, and rows a DELETE would touch (rolled back).
 async fn attacker_view(
     pool: &sqlx::PgPool,
     role: &str,
@@ -229,49 +331,76 @@ async fn attacker_view(
 ) -> Vec<(String, i64)> {
     let mut out = Vec::new();
     for t in tables {
-        let mut tx = pool.begin().await.unwrap();
-        sqlx::query("SELECT set_config('role', $1, true)")
-            .bind(role)
-            .execute(&mut *tx)
-            .await
-            .unwrap();
-        if let Some(ctx) = ctx {
-            sqlx::query("SELECT set_config('bastion.ctx', $1, true)")
-                .bind(ctx)
-                .execute(&mut *tx)
-                .await
-                .unwrap();
-        }
-        // The legacy plain settings must mean nothing either.
-        sqlx::query("SELECT set_config('bastion.user_id', 'usr_a', true), set_config('bastion.org_id', 'org_a', true)")
-            .execute(&mut *tx)
-            .await
-            .unwrap();
+        let mut tx = begin_as(pool, role, ctx).await;
         let seen: Result<i64, _> = sqlx::query_scalar(&format!("SELECT count(*) FROM {t}"))
             .fetch_one(&mut *tx)
             .await;
         // No grant at all is as good as no rows.
         out.push((format!("{t} select"), seen.unwrap_or(0)));
         tx.rollback().await.unwrap();
+        let mut tx = begin_as(pool, role, ctx).await;
+        let gone = sqlx::query(&format!("DELETE FROM {t}"))
+            .execute(&mut *tx)
+            .await
+            .map_or(0, |r| i64::try_from(r.rows_affected()).unwrap());
+        out.push((format!("{t} delete"), gone));
+        tx.rollback().await.unwrap();
     }
     out
 }
 
+/// Rows a direct connection as `role` with `ctx` changes by each of `stmts` (rolled back; an
+/// error changes nothing).
+async fn attacker_writes(
+    pool: &sqlx::PgPool,
+    role: &str,
+    ctx: Option<&str>,
+    stmts: &[&str],
+) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    for stmt in stmts {
+        let mut tx = begin_as(pool, role, ctx).await;
+        let done = sqlx::query(stmt)
+            .execute(&mut *tx)
+            .await
+            .map_or(0, |r| r.rows_affected());
+        out.push(((*stmt).to_owned(), done));
+        tx.rollback().await.unwrap();
+    }
+    out
+}
+
+/// Only the selects of an attacker view (a valid context may still lack a DELETE grant).
+fn selects(view: Vec<(String, i64)>) -> Vec<(String, i64)> {
+    view.into_iter()
+        .filter(|(what, _)| what.ends_with(" select"))
+        .collect()
+}
+
+/// Direct-connection writes that no invalid context may land, one per table and kind.
+const FORGED_WRITES: &[&str] = &[
+    "UPDATE users SET email = 'owned@evil.example'",
+    "UPDATE orgs SET name = 'Owned'",
+    "UPDATE memberships SET level = 100",
+    "UPDATE invitations SET level = 100, expires_ms = 9000000000000",
+    "UPDATE api_keys SET revoked_ms = NULL, org_id = org_id",
+    "UPDATE activity_events SET data = 'owned'",
+    "INSERT INTO orgs (id, name, created_by, created_ms, updated_ms) VALUES ('org_evil', 'Evil', 'usr_a', 1, 1)",
+    "INSERT INTO memberships (org_id, user_id, email, level, created_ms, updated_ms) \
+     VALUES ('org_a', 'usr_c', 'c@example.com', 100, 1, 1)",
+    "INSERT INTO invitations (id, org_id, email, level, invited_by, created_ms, expires_ms) \
+     VALUES ('inv_evil', 'org_a', 'evil@example.com', 100, 'usr_a', 1, 9000000000000)",
+    "INSERT INTO api_keys (id, org_id, kind, name, hint, key_hash, created_by, created_ms) \
+     VALUES ('key_evil', 'org_a', 'service', 'evil', 'bst_sk_', decode(repeat('ee', 32), 'hex'), 'usr_a', 1)",
+    "INSERT INTO level_permissions (level, permission) VALUES (20, 'org.delete')",
+    "INSERT INTO activity_events (id, user_id, org_id, ts_ms, kind, data) VALUES ('act_evil', 'usr_b', 'org_a', 1, 'x', 'y')",
+];
+
 #[tokio::test]
 async fn r4_a_direct_connection_without_a_valid_context_sees_nothing_and_cannot_forge_one() {
-    use bastion_store::{AccountStore, LockoutStore, SessionStore, ThrottleRule, UserRow};
+    use bastion_store::{AccountStore, ActivityRow, LockoutStore, SessionStore, ThrottleRule};
     let Some(f) = fresh().await else { return };
     let sys = Scope::System("test");
-    let user = UserRow {
-        id: "usr_a".into(),
-        email: "a@example.com".into(),
-        email_verified_ms: None,
-        password_hash: Some("$argon2id$stub".into()),
-        super_admin: false,
-        created_ms: 1,
-        updated_ms: 1,
-    };
-    f.store.create_user(&sys, &user).await.unwrap();
     let rule = ThrottleRule {
         max_attempts: 3,
         window_ms: 1000,
@@ -283,6 +412,51 @@ async fn r4_a_direct_connection_without_a_valid_context_sees_nothing_and_cannot_
         .unwrap();
     f.store
         .append(&sys, &[ev("one")], &|_, seq, _| [seq as u8; 32])
+        .await
+        .unwrap();
+    // A row in every org table: the map, an org with two members, a pending invitation, a
+    // live and a revoked key, and private activity.
+    f.store
+        .sync_permissions(&sys, &permission_rows())
+        .await
+        .unwrap();
+    org_with(&*f.store, "org_a", &[("usr_a", 100), ("usr_b", 40)]).await;
+    f.store
+        .create_user(&sys, &user_row("usr_c", "c@example.com"))
+        .await
+        .unwrap();
+    let admin = in_org("usr_a", "org_a");
+    f.store
+        .create_invitation(
+            &admin,
+            &invitation_row("inv_p", "org_a", "p@example.com", 20, 1),
+        )
+        .await
+        .unwrap();
+    for (id, hash) in [("key_s", 1), ("key_r", 2)] {
+        f.store
+            .create_api_key(&admin, &key_row(id, "org_a", KeyKind::Service, hash, 1))
+            .await
+            .unwrap();
+    }
+    assert!(
+        f.store
+            .revoke_api_key(&admin, "org_a", "key_r", 2)
+            .await
+            .unwrap()
+    );
+    f.store
+        .add_activity(
+            &as_user("usr_a"),
+            &ActivityRow {
+                id: "act_1".into(),
+                user_id: "usr_a".into(),
+                org_id: Some("org_a".into()),
+                ts_ms: 1,
+                kind: "app.focus".into(),
+                data: "{}".into(),
+            },
+        )
         .await
         .unwrap();
     assert!(
@@ -305,51 +479,100 @@ async fn r4_a_direct_connection_without_a_valid_context_sees_nothing_and_cannot_
         "magic_links",
         "email_outbox",
         "scope_key",
+        "orgs",
+        "memberships",
+        "invitations",
+        "api_keys",
+        "level_permissions",
+        "activity_events",
     ];
 
     // Control: the store's own contexts do see rows, so zero below means refused.
     let (role, ctx) = f.store.signed_context(&sys).unwrap();
-    let seen = attacker_view(
-        pool,
-        role,
-        Some(&ctx),
-        &["users", "audit_events", "attempt_counters"],
-    )
-    .await;
-    assert!(seen.iter().all(|(_, n)| *n > 0), "{seen:?}");
-    let me = Scope::User {
-        user_id: "usr_a".into(),
-        org_id: None,
-    };
-    let (role, ctx) = f.store.signed_context(&me).unwrap();
-    assert_eq!(
-        attacker_view(pool, role, Some(&ctx), &["users"]).await[0].1,
-        1
+    let seen = selects(
+        attacker_view(
+            pool,
+            role,
+            Some(&ctx),
+            &[
+                "users",
+                "audit_events",
+                "attempt_counters",
+                "orgs",
+                "memberships",
+                "invitations",
+                "api_keys",
+                "level_permissions",
+                "activity_events",
+            ],
+        )
+        .await,
     );
+    assert!(seen.iter().all(|(_, n)| *n > 0), "{seen:?}");
+    let me = as_user("usr_a");
+    let (role, ctx) = f.store.signed_context(&me).unwrap();
+    let seen = selects(
+        attacker_view(
+            pool,
+            role,
+            Some(&ctx),
+            &["users", "orgs", "memberships", "activity_events"],
+        )
+        .await,
+    );
+    assert!(seen.iter().all(|(_, n)| *n > 0), "{seen:?}");
+    let key = key_scope("key_s", "org_a", KeyKind::Service);
+    let (role, ctx) = f.store.signed_context(&key).unwrap();
+    let seen =
+        selects(attacker_view(pool, role, Some(&ctx), &["orgs", "memberships", "api_keys"]).await);
+    assert!(seen.iter().all(|(_, n)| *n > 0), "{seen:?}");
 
-    // Forgeries: no context, a made-up MAC, a real MAC moved to another user, a system
-    // context presented as the app role, a context that has expired.
+    // Forgeries: no context, a made-up MAC, a real MAC moved to another user, org or kind, a
+    // system context presented as the app role, contexts that have expired, and the genuine
+    // context of a revoked key.
     let (_, real_user_ctx) = f.store.signed_context(&me).unwrap();
     let (_, real_sys_ctx) = f.store.signed_context(&sys).unwrap();
+    let (_, real_member_ctx) = f.store.signed_context(&in_org("usr_b", "org_a")).unwrap();
+    let (_, real_key_ctx) = f.store.signed_context(&key).unwrap();
+    let (_, revoked_key_ctx) = f
+        .store
+        .signed_context(&key_scope("key_r", "org_a", KeyKind::Service))
+        .unwrap();
     let moved = real_user_ctx.replacen("usr_a", "usr_b", 1);
+    let moved_org = real_member_ctx.replacen(".usr_b.org_a.", ".usr_b.org_b.", 1);
+    let promoted = real_member_ctx.replacen(".usr_b.", ".usr_a.", 1);
+    let as_user_kind = real_key_ctx.replacen("v1.svc.", "v1.app.", 1);
     let expiry = real_sys_ctx.split('.').nth(4).unwrap().to_owned();
     // Correctly signed, but expired a second ago.
     let past = expiry.parse::<i64>().unwrap() - 61_000;
     let (_, stale) = f.store.signed_context_until(&sys, past).unwrap();
     let (_, stale_user) = f.store.signed_context_until(&me, past).unwrap();
+    let (_, stale_key) = f.store.signed_context_until(&key, past).unwrap();
     let made_up = format!("v1.sys...{expiry}.{}", "0".repeat(64));
+    let made_up_key = format!("v1.svc.key_s.org_a.{expiry}.{}", "0".repeat(64));
+    let forged = [
+        None,
+        Some(made_up.as_str()),
+        Some(made_up_key.as_str()),
+        Some(moved.as_str()),
+        Some(moved_org.as_str()),
+        Some(promoted.as_str()),
+        Some(as_user_kind.as_str()),
+        Some(stale.as_str()),
+        Some(stale_user.as_str()),
+        Some(stale_key.as_str()),
+        Some(revoked_key_ctx.as_str()),
+        Some("garbage"),
+        Some("v1.app.usr_a...."),
+    ];
     for role in ["bastion_app", "bastion_system"] {
-        for ctx in [
-            None,
-            Some(made_up.as_str()),
-            Some(moved.as_str()),
-            Some(stale.as_str()),
-            Some(stale_user.as_str()),
-            Some("garbage"),
-            Some("v1.app.usr_a...."),
-        ] {
+        for ctx in forged {
             for (what, n) in attacker_view(pool, role, ctx, &tables).await {
                 assert_eq!(n, 0, "{role} with {ctx:?}: {what}");
+            }
+            // And no write lands without a valid context.
+            for (stmt, n) in attacker_writes(pool, role, ctx, FORGED_WRITES).await {
+                assert_eq!(n, 0, "{role} with {ctx:?}: {stmt}");
             }
         }
     }
@@ -360,29 +583,17 @@ async fn r4_a_direct_connection_without_a_valid_context_sees_nothing_and_cannot_
     for (what, n) in attacker_view(pool, "bastion_system", Some(&real_user_ctx), &tables).await {
         assert_eq!(n, 0, "system role with a user context: {what}");
     }
-    // And no write lands without a valid context.
-    for role in ["bastion_app", "bastion_system"] {
-        let mut tx = pool.begin().await.unwrap();
-        sqlx::query("SELECT set_config('role', $1, true), set_config('bastion.ctx', $2, true)")
-            .bind(role)
-            .bind(&made_up)
-            .execute(&mut *tx)
-            .await
-            .unwrap();
-        let done = sqlx::query("UPDATE users SET email = 'owned@evil.example'")
-            .execute(&mut *tx)
-            .await
-            .map(|r| r.rows_affected())
-            .unwrap_or(0);
-        assert_eq!(done, 0, "{role}");
-        let done = sqlx::query("DELETE FROM attempt_counters")
-            .execute(&mut *tx)
-            .await
-            .map(|r| r.rows_affected())
-            .unwrap_or(0);
-        assert_eq!(done, 0, "{role}");
-        tx.rollback().await.unwrap();
+    for (what, n) in attacker_view(pool, "bastion_system", Some(&real_key_ctx), &tables).await {
+        assert_eq!(n, 0, "system role with a key context: {what}");
     }
+    // Nothing changed underneath.
+    assert_eq!(
+        f.store.org(&sys, "org_a").await.unwrap().unwrap().name,
+        "Org org_a"
+    );
+    assert_eq!(f.store.members(&sys, "org_a").await.unwrap().len(), 2);
+    assert_eq!(f.store.invitations(&sys, "org_a").await.unwrap().len(), 2);
+    assert_eq!(f.store.api_keys(&sys, "org_a").await.unwrap().len(), 2);
 }
 
 /// The URL of `db` for the login role `role` (local trust authentication).
@@ -479,4 +690,481 @@ async fn r4_a_runtime_login_role_serves_through_the_owners_key_and_alone_sees_no
         tx.rollback().await.unwrap();
     }
     pool.close().await;
+}
+
+/// A member's level in org_a, read by the system.
+async fn level_in_a(store: &PgStore, user: &str) -> Option<i32> {
+    store
+        .membership(&Scope::System("test"), "org_a", user)
+        .await
+        .unwrap()
+        .map(|m| m.level)
+}
+
+#[tokio::test]
+async fn r3_the_database_enforces_permissions_and_level_rules() {
+    use bastion_store::{MemberChange, StoreError};
+    let Some(f) = fresh().await else { return };
+    let store = &*f.store;
+    let sys = Scope::System("test");
+    store
+        .sync_permissions(&sys, &permission_rows())
+        .await
+        .unwrap();
+    org_with(
+        store,
+        "org_a",
+        &[
+            ("usr_super", 100),
+            ("usr_super2", 100),
+            ("usr_admin", 80),
+            ("usr_admin2", 80),
+            ("usr_mgr", 60),
+            ("usr_user", 40),
+            ("usr_learner", 30),
+            ("usr_viewer", 20),
+        ],
+    )
+    .await;
+    let owner = in_org("usr_super", "org_a");
+    for (id, kind, hash) in [
+        ("key_s", KeyKind::Service, 1),
+        ("key_p", KeyKind::Publishable, 2),
+        ("key_r", KeyKind::Service, 3),
+    ] {
+        store
+            .create_api_key(&owner, &key_row(id, "org_a", kind, hash, 1))
+            .await
+            .unwrap();
+    }
+    assert!(
+        store
+            .revoke_api_key(&owner, "org_a", "key_r", 2)
+            .await
+            .unwrap()
+    );
+    store
+        .append(&sys, &[ev("a.1")], &|_, seq, _| [seq as u8; 32])
+        .await
+        .unwrap();
+    let forbidden = |r: Result<(), StoreError>| matches!(r, Err(StoreError::Forbidden));
+    let invite =
+        |id: &str, level: i32| invitation_row(id, "org_a", &format!("{id}@example.com"), level, 10);
+
+    // Viewer, Learner, User, Manager: they read the org and its members, and change nothing.
+    for u in ["usr_viewer", "usr_learner", "usr_user", "usr_mgr"] {
+        let s = in_org(u, "org_a");
+        assert!(store.org(&s, "org_a").await.unwrap().is_some(), "{u}");
+        assert_eq!(store.members(&s, "org_a").await.unwrap().len(), 8, "{u}");
+        assert!(
+            !store.rename_org(&s, "org_a", "Mine", 5).await.unwrap(),
+            "{u}"
+        );
+        assert!(!store.delete_org(&s, "org_a").await.unwrap(), "{u}");
+        for (target, expected, to) in [
+            ("usr_viewer", 20, Some(30)),
+            ("usr_learner", 30, Some(20)),
+            ("usr_learner", 30, None),
+            ("usr_user", 40, Some(20)),
+            ("usr_user", 40, None),
+            ("usr_admin", 80, Some(20)),
+        ] {
+            if target != u {
+                assert_eq!(
+                    store
+                        .change_member(&s, "org_a", target, expected, to, 5)
+                        .await
+                        .unwrap(),
+                    MemberChange::NotFound,
+                    "{u} changed {target} to {to:?}"
+                );
+            }
+        }
+        assert!(store.api_keys(&s, "org_a").await.unwrap().is_empty(), "{u}");
+        assert!(
+            store
+                .org_events(&s, "org_a", None, 10)
+                .await
+                .unwrap()
+                .is_empty(),
+            "{u}"
+        );
+        assert!(
+            forbidden(
+                store
+                    .create_api_key(&s, &key_row("key_x", "org_a", KeyKind::Service, 9, 5))
+                    .await
+            ),
+            "{u}"
+        );
+        assert!(
+            !store.revoke_api_key(&s, "org_a", "key_s", 5).await.unwrap(),
+            "{u}"
+        );
+    }
+    for u in ["usr_viewer", "usr_learner", "usr_user"] {
+        let s = in_org(u, "org_a");
+        assert!(
+            forbidden(store.create_invitation(&s, &invite("inv_low", 20)).await),
+            "{u} invited"
+        );
+        assert!(store.invitations(&s, "org_a").await.unwrap().is_empty());
+    }
+    // A Manager invites, below their own level only.
+    let mgr = in_org("usr_mgr", "org_a");
+    for level in [60, 80, 100] {
+        assert!(
+            forbidden(store.create_invitation(&mgr, &invite("inv_m", level)).await),
+            "{level}"
+        );
+    }
+    store
+        .create_invitation(&mgr, &invite("inv_m", 40))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .invitations(&mgr, "org_a")
+            .await
+            .unwrap()
+            .iter()
+            .any(|i| i.id == "inv_m")
+    );
+    assert_eq!(
+        level_in_a(store, "usr_user").await,
+        Some(40),
+        "nothing changed"
+    );
+
+    // An Admin changes members below 80 only, never to 80 or above, never themself.
+    let admin = in_org("usr_admin", "org_a");
+    for to in [80, 100] {
+        assert!(
+            matches!(
+                store
+                    .change_member(&admin, "org_a", "usr_user", 40, Some(to), 6)
+                    .await,
+                Err(StoreError::Forbidden)
+            ),
+            "promoted to {to}"
+        );
+    }
+    assert_eq!(level_in_a(store, "usr_user").await, Some(40));
+    for (target, expected, to) in [
+        ("usr_admin", 80, Some(60)),
+        ("usr_admin", 80, Some(100)),
+        ("usr_admin2", 80, Some(60)),
+        ("usr_admin2", 80, None),
+        ("usr_super", 100, Some(80)),
+        ("usr_super", 100, None),
+    ] {
+        assert_eq!(
+            store
+                .change_member(&admin, "org_a", target, expected, to, 6)
+                .await
+                .unwrap(),
+            MemberChange::NotFound,
+            "admin changed {target} to {to:?}"
+        );
+    }
+    assert_eq!(level_in_a(store, "usr_admin").await, Some(80));
+    assert_eq!(level_in_a(store, "usr_super").await, Some(100));
+    assert_eq!(
+        store
+            .change_member(&admin, "org_a", "usr_user", 40, Some(20), 7)
+            .await
+            .unwrap(),
+        MemberChange::Changed
+    );
+    assert_eq!(
+        store
+            .change_member(&admin, "org_a", "usr_viewer", 20, Some(60), 7)
+            .await
+            .unwrap(),
+        MemberChange::Changed
+    );
+    assert_eq!(
+        store
+            .change_member(&admin, "org_a", "usr_learner", 30, None, 7)
+            .await
+            .unwrap(),
+        MemberChange::Changed
+    );
+    assert!(forbidden(
+        store.create_invitation(&admin, &invite("inv_a", 80)).await
+    ));
+    store
+        .create_invitation(&admin, &invite("inv_a", 60))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .rename_org(&admin, "org_a", "By admin", 8)
+            .await
+            .unwrap()
+    );
+    assert!(!store.delete_org(&admin, "org_a").await.unwrap());
+    assert_eq!(
+        store
+            .org_events(&admin, "org_a", None, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    // Leaving is the one change of one's own row.
+    let admin2 = in_org("usr_admin2", "org_a");
+    assert_eq!(
+        store
+            .change_member(&admin2, "org_a", "usr_admin2", 80, None, 8)
+            .await
+            .unwrap(),
+        MemberChange::Changed
+    );
+
+    // A publishable key reads its org and nothing else, and writes nothing.
+    let publ = key_scope("key_p", "org_a", KeyKind::Publishable);
+    assert_eq!(
+        store.org(&publ, "org_a").await.unwrap().unwrap().name,
+        "By admin"
+    );
+    assert!(store.members(&publ, "org_a").await.unwrap().is_empty());
+    assert!(store.api_keys(&publ, "org_a").await.unwrap().is_empty());
+    assert!(store.invitations(&publ, "org_a").await.unwrap().is_empty());
+    assert!(
+        store
+            .org_events(&publ, "org_a", None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(forbidden(
+        store
+            .create_api_key(&publ, &key_row("key_x", "org_a", KeyKind::Service, 9, 9))
+            .await
+    ));
+    assert!(forbidden(
+        store.create_invitation(&publ, &invite("inv_p", 20)).await
+    ));
+    assert!(!store.rename_org(&publ, "org_a", "By key", 9).await.unwrap());
+    assert!(!store.delete_org(&publ, "org_a").await.unwrap());
+    assert!(
+        !store
+            .revoke_api_key(&publ, "org_a", "key_s", 9)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .revoke_invitation(&publ, "org_a", "inv_a")
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .change_member(&publ, "org_a", "usr_user", 20, Some(30), 9)
+            .await
+            .unwrap(),
+        MemberChange::NotFound
+    );
+
+    // A service key acts as an Admin: it renames and manages keys, but cannot delete the org
+    // nor raise anyone to 80.
+    let svc = key_scope("key_s", "org_a", KeyKind::Service);
+    assert!(
+        store
+            .rename_org(&svc, "org_a", "By service", 10)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.api_keys(&svc, "org_a").await.unwrap().len(), 3);
+    store
+        .create_api_key(
+            &svc,
+            &key_row("key_n", "org_a", KeyKind::Publishable, 4, 10),
+        )
+        .await
+        .unwrap();
+    assert!(!store.delete_org(&svc, "org_a").await.unwrap());
+    assert!(matches!(
+        store
+            .change_member(&svc, "org_a", "usr_user", 20, Some(80), 10)
+            .await,
+        Err(StoreError::Forbidden)
+    ));
+    assert_eq!(
+        store
+            .change_member(&svc, "org_a", "usr_super", 100, Some(80), 10)
+            .await
+            .unwrap(),
+        MemberChange::NotFound
+    );
+    assert_eq!(
+        store
+            .change_member(&svc, "org_a", "usr_user", 20, Some(40), 10)
+            .await
+            .unwrap(),
+        MemberChange::Changed
+    );
+
+    // A revoked key's genuine scope reaches nothing.
+    let revoked = key_scope("key_r", "org_a", KeyKind::Service);
+    assert_eq!(store.org(&revoked, "org_a").await.unwrap(), None);
+    assert!(store.members(&revoked, "org_a").await.unwrap().is_empty());
+    assert!(store.api_keys(&revoked, "org_a").await.unwrap().is_empty());
+    assert!(
+        store
+            .org_events(&revoked, "org_a", None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        !store
+            .rename_org(&revoked, "org_a", "Revoked", 11)
+            .await
+            .unwrap()
+    );
+    assert!(forbidden(
+        store
+            .create_api_key(
+                &revoked,
+                &key_row("key_y", "org_a", KeyKind::Service, 8, 11)
+            )
+            .await
+    ));
+    assert!(forbidden(
+        store
+            .create_invitation(&revoked, &invite("inv_r", 20))
+            .await
+    ));
+
+    // Super Admins: anything, including other Super Admins and the org itself.
+    assert_eq!(
+        store
+            .change_member(&owner, "org_a", "usr_admin", 80, Some(100), 12)
+            .await
+            .unwrap(),
+        MemberChange::Changed
+    );
+    assert_eq!(
+        store
+            .change_member(&owner, "org_a", "usr_super2", 100, Some(80), 12)
+            .await
+            .unwrap(),
+        MemberChange::Changed
+    );
+    assert_eq!(
+        store.org(&sys, "org_a").await.unwrap().unwrap().name,
+        "By service"
+    );
+    assert!(store.delete_org(&owner, "org_a").await.unwrap());
+    assert!(store.members(&sys, "org_a").await.unwrap().is_empty());
+    assert!(store.api_keys(&sys, "org_a").await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn r4_a_valid_context_of_org_a_naming_org_b_sees_none_of_org_b() {
+    use bastion_store::ActivityRow;
+    let Some(f) = fresh().await else { return };
+    let store = &*f.store;
+    let sys = Scope::System("test");
+    store
+        .sync_permissions(&sys, &permission_rows())
+        .await
+        .unwrap();
+    org_with(store, "org_a", &[("usr_a", 100)]).await;
+    org_with(store, "org_b", &[("usr_b", 100), ("usr_b2", 40)]).await;
+    let owner_b = in_org("usr_b", "org_b");
+    store
+        .create_invitation(
+            &owner_b,
+            &invitation_row("inv_b", "org_b", "new@example.com", 20, 1),
+        )
+        .await
+        .unwrap();
+    store
+        .create_api_key(&owner_b, &key_row("key_b", "org_b", KeyKind::Service, 1, 1))
+        .await
+        .unwrap();
+    store
+        .add_activity(
+            &owner_b,
+            &ActivityRow {
+                id: "act_b".into(),
+                user_id: "usr_b".into(),
+                org_id: Some("org_b".into()),
+                ts_ms: 1,
+                kind: "app.focus".into(),
+                data: "{}".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let mut b_event = ev("b.1");
+    b_event.org_id = Some("org_b".into());
+    store
+        .append(&sys, &[b_event], &|_, seq, _| [seq as u8; 32])
+        .await
+        .unwrap();
+    let reads = [
+        "SELECT count(*) FROM orgs WHERE id = 'org_b'",
+        "SELECT count(*) FROM memberships WHERE org_id = 'org_b'",
+        "SELECT count(*) FROM invitations WHERE org_id = 'org_b'",
+        "SELECT count(*) FROM api_keys WHERE org_id = 'org_b'",
+        "SELECT count(*) FROM activity_events WHERE org_id = 'org_b'",
+        "SELECT count(*) FROM audit_events WHERE org_id = 'org_b'",
+        "SELECT count(*) FROM level_permissions",
+    ];
+    let pool = store.pool();
+    // Control: org B's Super Admin, through the same kind of connection, sees B's rows (the
+    // map excepted: only the system reads it).
+    let (role, ctx) = store.signed_context(&owner_b).unwrap();
+    for sql in &reads[..6] {
+        assert!(count_with(pool, role, &ctx, sql).await > 0, "{sql}");
+    }
+    let writes = [
+        "UPDATE orgs SET name = 'Owned' WHERE id = 'org_b'",
+        "DELETE FROM orgs WHERE id = 'org_b'",
+        "UPDATE memberships SET level = 20 WHERE org_id = 'org_b'",
+        "DELETE FROM memberships WHERE org_id = 'org_b'",
+        "INSERT INTO memberships (org_id, user_id, email, level, created_ms, updated_ms) \
+         VALUES ('org_b', 'usr_a', 'usr_a@example.com', 100, 1, 1)",
+        "INSERT INTO invitations (id, org_id, email, level, invited_by, created_ms, expires_ms) \
+         VALUES ('inv_evil', 'org_b', 'usr_a@example.com', 20, 'usr_a', 1, 9000000000000)",
+        "UPDATE invitations SET level = 100 WHERE org_id = 'org_b'",
+        "DELETE FROM invitations WHERE org_id = 'org_b'",
+        "UPDATE api_keys SET revoked_ms = 1 WHERE org_id = 'org_b'",
+        "INSERT INTO api_keys (id, org_id, kind, name, hint, key_hash, created_by, created_ms) \
+         VALUES ('key_evil', 'org_b', 'service', 'evil', 'bst_sk_', decode(repeat('ee', 32), 'hex'), 'usr_a', 1)",
+        "UPDATE activity_events SET data = 'owned' WHERE org_id = 'org_b'",
+        "DELETE FROM activity_events WHERE org_id = 'org_b'",
+    ];
+    for scope in [
+        in_org("usr_a", "org_b"),
+        in_org("usr_a", "org_a"),
+        as_user("usr_a"),
+    ] {
+        let (role, ctx) = store.signed_context(&scope).unwrap();
+        for sql in reads {
+            assert_eq!(
+                count_with(pool, role, &ctx, sql).await,
+                0,
+                "{scope:?}: {sql}"
+            );
+        }
+        for (stmt, n) in attacker_writes(pool, role, Some(&ctx), &writes).await {
+            assert_eq!(n, 0, "{scope:?}: {stmt}");
+        }
+    }
+    assert_eq!(
+        store.org(&sys, "org_b").await.unwrap().unwrap().name,
+        "Org org_b"
+    );
+    assert_eq!(store.members(&sys, "org_b").await.unwrap().len(), 2);
+    assert_eq!(store.invitations(&sys, "org_b").await.unwrap().len(), 2);
+    assert_eq!(
+        store.api_keys(&sys, "org_b").await.unwrap()[0].revoked_ms,
+        None
+    );
 }
