@@ -19,6 +19,10 @@ pub struct RateLimitConfig {
     /// Sustained requests per second per client IP; 0 turns the limiter off.
     pub per_ip_per_second: u32,
     pub burst: u32,
+    /// Sustained requests per second per API key (SPEC R6), on top of the per-IP limit;
+    /// 0 turns it off.
+    pub per_api_key_per_second: u32,
+    pub api_key_burst: u32,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]

@@ -219,3 +219,45 @@ impl From<bastion_core::sessions::SessionError> for ApiError {
         }
     }
 }
+
+impl From<bastion_core::orgs::OrgError> for ApiError {
+    fn from(e: bastion_core::orgs::OrgError) -> Self {
+        use bastion_core::orgs::{OrgError as E, RoleError as R};
+        let with = |status, code, e: &E| ApiError::Invalid {
+            status,
+            code,
+            detail: e.to_string(),
+        };
+        match &e {
+            // Outside an org, existence is never confirmed; a database refusal for the scope
+            // is answered the same way.
+            E::NotFound | E::Store(bastion_store::StoreError::Forbidden) => ApiError::NotFound,
+            E::Forbidden(_) => with(StatusCode::FORBIDDEN, "permission_denied", &e),
+            E::UserOnly => with(StatusCode::FORBIDDEN, "user_required", &e),
+            E::Role(R::LevelTooHigh) => with(StatusCode::FORBIDDEN, "level_too_high", &e),
+            E::Role(R::LastSuperAdmin) => ApiError::Conflict {
+                code: "last_super_admin",
+                detail: e.to_string(),
+            },
+            E::Role(R::BadLevel(_) | R::BadPermission(_)) => {
+                with(StatusCode::UNPROCESSABLE_ENTITY, "invalid_level", &e)
+            }
+            E::Invalid(_) => with(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", &e),
+            E::ConfirmationMismatch => with(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "confirmation_mismatch",
+                &e,
+            ),
+            E::InvalidLink => with(StatusCode::BAD_REQUEST, "invalid_link", &e),
+            E::WrongInvitee => with(StatusCode::FORBIDDEN, "wrong_invitee", &e),
+            E::AlreadyMember => ApiError::Conflict {
+                code: "already_member",
+                detail: e.to_string(),
+            },
+            E::InvalidKey => ApiError::Unauthorized {
+                code: "invalid_api_key",
+            },
+            E::Store(_) | E::Mail(_) | E::Link(_) | E::Random => ApiError::Internal(e.to_string()),
+        }
+    }
+}

@@ -4,6 +4,7 @@
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
+use bastion_core::orgs::{Caller, is_api_key};
 use bastion_core::sessions::Principal;
 use serde::de::DeserializeOwned;
 
@@ -19,23 +20,63 @@ impl FromRequestParts<AppState> for Auth {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        let token = header
-            .and_then(|h| {
-                h.strip_prefix("Bearer ")
-                    .or_else(|| h.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or(ApiError::Unauthorized {
-                code: "missing_token",
-            })?;
+        let token = bearer(parts)?;
         let principal = state.sessions.authenticate(token).await?;
         parts.extensions.insert(principal.clone());
         Ok(Auth(principal))
+    }
+}
+
+/// The bearer credential, or 401 `missing_token`.
+fn bearer(parts: &Parts) -> Result<&str, ApiError> {
+    parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|h| {
+            h.strip_prefix("Bearer ")
+                .or_else(|| h.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or(ApiError::Unauthorized {
+            code: "missing_token",
+        })
+}
+
+/// The caller of an organization route: a signed-in user (access token) or one of the org's
+/// API keys. A service key is refused when the request carries an `Origin` header (a browser
+/// context, where a secret key must never be), before it is even looked up; each key has its
+/// own rate limit.
+pub struct OrgAuth(pub Caller);
+
+impl FromRequestParts<AppState> for OrgAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let token = bearer(parts)?;
+        if !is_api_key(token) {
+            let principal = state.sessions.authenticate(token).await?;
+            let caller = Caller::user(&principal.user_id);
+            parts.extensions.insert(principal);
+            return Ok(OrgAuth(caller));
+        }
+        if token.starts_with("bst_sk_") && parts.headers.contains_key(axum::http::header::ORIGIN) {
+            return Err(ApiError::Invalid {
+                status: StatusCode::FORBIDDEN,
+                code: "service_key_in_browser",
+                detail: "service keys are for servers: a request with an Origin header cannot use one; use a publishable key in browsers and apps".into(),
+            });
+        }
+        let key = state.orgs.authenticate_key(token).await?;
+        if let Some(limit) = &state.key_limit {
+            limit.check(&key.key_id)?;
+        }
+        tracing::debug!(api_key = %key.key_id, "API key accepted");
+        Ok(OrgAuth(Caller::Key(key)))
     }
 }
 

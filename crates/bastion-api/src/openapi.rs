@@ -26,7 +26,26 @@ use utoipa::OpenApi;
         crate::routes::auth::change_password,
         crate::routes::auth::list_sessions,
         crate::routes::auth::revoke_session,
-        crate::routes::auth::revoke_sessions
+        crate::routes::auth::revoke_sessions,
+        crate::routes::orgs::create,
+        crate::routes::orgs::list,
+        crate::routes::orgs::get,
+        crate::routes::orgs::rename,
+        crate::routes::orgs::delete,
+        crate::routes::orgs::my_permissions,
+        crate::routes::orgs::members,
+        crate::routes::orgs::change_member,
+        crate::routes::orgs::remove_member,
+        crate::routes::orgs::invite,
+        crate::routes::orgs::invitations,
+        crate::routes::orgs::revoke_invitation,
+        crate::routes::orgs::accept_invitation,
+        crate::routes::orgs::create_api_key,
+        crate::routes::orgs::api_keys,
+        crate::routes::orgs::revoke_api_key,
+        crate::routes::orgs::audit,
+        crate::routes::orgs::add_activity,
+        crate::routes::orgs::activity
     ),
     components(schemas(crate::error::Problem, crate::routes::health::HealthOut))
 )]

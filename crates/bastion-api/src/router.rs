@@ -8,7 +8,7 @@ use axum::Router;
 use axum::extract::{MatchedPath, Request};
 use axum::http::{self as http, HeaderName, HeaderValue, Response, StatusCode};
 use axum::middleware::{from_fn, from_fn_with_state, map_response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, patch, post};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
@@ -76,6 +76,50 @@ pub fn app(state: AppState, http: &HttpConfig, opts: AppOptions) -> Router {
             get(routes::auth::list_sessions).delete(routes::auth::revoke_sessions),
         )
         .route("/v1/sessions/{id}", delete(routes::auth::revoke_session))
+        .route(
+            "/v1/me/activity",
+            get(routes::orgs::activity).post(routes::orgs::add_activity),
+        )
+        .route(
+            "/v1/orgs",
+            get(routes::orgs::list).post(routes::orgs::create),
+        )
+        .route(
+            "/v1/orgs/{org_id}",
+            get(routes::orgs::get)
+                .patch(routes::orgs::rename)
+                .delete(routes::orgs::delete),
+        )
+        .route(
+            "/v1/orgs/{org_id}/me/permissions",
+            get(routes::orgs::my_permissions),
+        )
+        .route("/v1/orgs/{org_id}/members", get(routes::orgs::members))
+        .route(
+            "/v1/orgs/{org_id}/members/{user_id}",
+            patch(routes::orgs::change_member).delete(routes::orgs::remove_member),
+        )
+        .route(
+            "/v1/orgs/{org_id}/invitations",
+            get(routes::orgs::invitations).post(routes::orgs::invite),
+        )
+        .route(
+            "/v1/orgs/{org_id}/invitations/{invitation_id}",
+            delete(routes::orgs::revoke_invitation),
+        )
+        .route(
+            "/v1/invitations/accept",
+            post(routes::orgs::accept_invitation),
+        )
+        .route(
+            "/v1/orgs/{org_id}/api-keys",
+            get(routes::orgs::api_keys).post(routes::orgs::create_api_key),
+        )
+        .route(
+            "/v1/orgs/{org_id}/api-keys/{key_id}",
+            delete(routes::orgs::revoke_api_key),
+        )
+        .route("/v1/orgs/{org_id}/audit", get(routes::orgs::audit))
         .with_state(state);
     if let Some(extra) = extra {
         api = api.merge(extra);

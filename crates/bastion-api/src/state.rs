@@ -2,8 +2,11 @@ use std::sync::Arc;
 
 use bastion_core::accounts::Accounts;
 use bastion_core::keys::SharedKeyRing;
+use bastion_core::orgs::Orgs;
 use bastion_core::sessions::Sessions;
 use bastion_store::Store;
+
+use crate::middleware::rate_limit::ApiKeyRateLimit;
 
 /// What every handler can reach. Cheap to clone.
 #[derive(Clone)]
@@ -17,4 +20,7 @@ pub struct AppState {
     pub jwks_overlap_ms: i64,
     pub accounts: Arc<Accounts>,
     pub sessions: Arc<Sessions>,
+    pub orgs: Arc<Orgs>,
+    /// The per-API-key limiter; `None` when configured off.
+    pub key_limit: Option<Arc<ApiKeyRateLimit>>,
 }

@@ -268,7 +268,10 @@ impl Accounts {
         self.links
             .send(purpose, &user.id, &user.email, |link| match purpose {
                 LinkPurpose::VerifyEmail => Template::VerifyEmail { link },
-                LinkPurpose::ResetPassword => Template::ResetPassword { link },
+                // Only these two reach here; an invitation is sent by the orgs service.
+                LinkPurpose::ResetPassword | LinkPurpose::OrgInvite => {
+                    Template::ResetPassword { link }
+                }
             })
             .await?;
         Ok(())

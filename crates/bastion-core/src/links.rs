@@ -19,6 +19,8 @@ pub enum LinkPurpose {
     VerifyEmail,
     /// Forgot password, and the first password of an account created by an administrator.
     ResetPassword,
+    /// Joining an organization; the subject is the invitation's id.
+    OrgInvite,
 }
 
 impl LinkPurpose {
@@ -26,6 +28,7 @@ impl LinkPurpose {
         match self {
             Self::VerifyEmail => "verify_email",
             Self::ResetPassword => "reset_password",
+            Self::OrgInvite => "org_invite",
         }
     }
 
@@ -34,6 +37,7 @@ impl LinkPurpose {
         match self {
             Self::VerifyEmail => "verify-email",
             Self::ResetPassword => "reset-password",
+            Self::OrgInvite => "accept-invitation",
         }
     }
 }

@@ -380,7 +380,10 @@ impl Config {
 
     /// The validated level -> permissions map.
     pub fn permission_map(&self) -> Result<bastion_core::orgs::PermissionMap, ConfigError> {
-        bastion_core::orgs::PermissionMap::from_additions(&self.permissions)
+        let mut levels = self.permissions.clone();
+        let publishable = levels.remove("publishable").unwrap_or_default();
+        bastion_core::orgs::PermissionMap::from_additions(&levels)
+            .and_then(|m| m.with_publishable(&publishable))
             .map_err(|e| ConfigError::Invalid(format!("permissions: {e}")))
     }
 

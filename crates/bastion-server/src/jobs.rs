@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bastion_api::middleware::rate_limit::IpRateLimit;
+use bastion_api::middleware::rate_limit::{ApiKeyRateLimit, IpRateLimit};
 use bastion_core::audit::AuditLog;
 use bastion_core::cleanup::Cleanup;
 use bastion_core::mail::{MailTransport, Mailer};
@@ -40,6 +40,17 @@ pub async fn sweep_rate_limiter(rl: Arc<IpRateLimit>, mut shutdown: watch::Recei
     loop {
         tokio::select! {
             _ = tick.tick() => rl.sweep(),
+            _ = crate::jobs::stopped(&mut shutdown) => break,
+        }
+    }
+}
+
+/// Every minute: forgets idle API keys' rate-limit state.
+pub async fn sweep_key_limiter(kl: Arc<ApiKeyRateLimit>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => kl.sweep(),
             _ = crate::jobs::stopped(&mut shutdown) => break,
         }
     }

@@ -7,13 +7,14 @@ use std::time::Duration;
 
 use axum::Router;
 use bastion_api::AppState;
-use bastion_api::middleware::rate_limit::IpRateLimit;
+use bastion_api::middleware::rate_limit::{ApiKeyRateLimit, IpRateLimit};
 use bastion_core::accounts::{AccountDeps, AccountPolicy, Accounts};
 use bastion_core::audit::{AuditEvent, AuditLog, Category, Outcome};
 use bastion_core::cleanup::{Cleanup, CleanupPolicy};
 use bastion_core::keys::{KeyRing, KeyRingOptions, SharedKeyRing};
 use bastion_core::links::MagicLinks;
 use bastion_core::mail::{Branding, DispatchPolicy, Mailer};
+use bastion_core::orgs::{OrgDeps, Orgs};
 use bastion_core::passwords::{PasswordHashing, PasswordRules};
 use bastion_core::sessions::{SessionPolicy, Sessions};
 use bastion_core::{Clock, SystemClock};
@@ -171,10 +172,19 @@ pub async fn run_with_routes(
     )
     .map(Arc::from);
     let services = auth_services(&bastion, &cfg)?;
+    // The database's has_permission() decides from the same map as bastion-core.
+    services
+        .orgs
+        .sync_permissions()
+        .await
+        .map_err(|e| StartupError::Config(format!("permissions: {e}")))?;
     let mail_transport = crate::mail::transport(&cfg)?;
+    let key_limit = ApiKeyRateLimit::new(&cfg.rate_limit);
     let state = AppState {
         accounts: services.accounts.clone(),
         sessions: services.sessions.clone(),
+        orgs: services.orgs.clone(),
+        key_limit: key_limit.clone(),
         store: bastion.store.clone(),
         security_txt,
         keys: bastion.keys.clone(),
@@ -237,6 +247,9 @@ pub async fn run_with_routes(
     if let Some(rl) = rate_limit {
         tasks.spawn(jobs::sweep_rate_limiter(rl, stop_rx.clone()));
     }
+    if let Some(kl) = key_limit {
+        tasks.spawn(jobs::sweep_key_limiter(kl, stop_rx.clone()));
+    }
     tasks.spawn(jobs::mail_dispatcher(
         services.mailer.clone(),
         mail_transport,
@@ -284,14 +297,15 @@ pub struct AuthServices {
     pub sessions: Arc<Sessions>,
     pub mailer: Arc<Mailer>,
     pub cleanup: Arc<Cleanup>,
+    pub orgs: Arc<Orgs>,
 }
 
 fn ms(secs: u64) -> i64 {
     i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX)
 }
 
-/// Sign-up, sign-in, sessions, links, mail and cleanup, configured from `[auth]`, `[tokens]`,
-/// `[email]` and `[cleanup]`.
+/// Sign-up, sign-in, sessions, links, mail, cleanup and organizations, configured from
+/// `[auth]`, `[tokens]`, `[email]`, `[cleanup]` and `[permissions]`.
 pub fn auth_services(b: &Bastion, cfg: &Config) -> Result<AuthServices, StartupError> {
     let a = &cfg.auth;
     let policy = a
@@ -382,11 +396,21 @@ pub fn auth_services(b: &Bastion, cfg: &Config) -> Result<AuthServices, StartupE
             sessions: sessions.clone(),
             audit: b.audit.clone(),
             clock: b.clock.clone(),
-            links,
+            links: links.clone(),
             mailer: mailer.clone(),
         },
         policy,
     ));
+    let permissions = cfg
+        .permission_map()
+        .map_err(|e| StartupError::Config(e.to_string()))?;
+    let orgs = Arc::new(Orgs::new(OrgDeps {
+        store: b.store.clone(),
+        audit: b.audit.clone(),
+        clock: b.clock.clone(),
+        links,
+        permissions: Arc::new(permissions),
+    }));
     let cleanup = Arc::new(Cleanup::new(
         b.store.clone(),
         b.clock.clone(),
@@ -402,6 +426,7 @@ pub fn auth_services(b: &Bastion, cfg: &Config) -> Result<AuthServices, StartupE
         sessions,
         mailer,
         cleanup,
+        orgs,
     })
 }
 

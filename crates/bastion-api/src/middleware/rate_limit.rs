@@ -94,3 +94,40 @@ pub async fn per_ip(State(rl): State<Arc<IpRateLimit>>, req: Request, next: Next
         }
     }
 }
+
+type KeyLimiter = RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock>;
+
+/// The per-API-key limiter (SPEC R6): each key has its own budget, whatever IP it comes from.
+pub struct ApiKeyRateLimit {
+    limiter: KeyLimiter,
+}
+
+impl ApiKeyRateLimit {
+    /// `None` when the configuration turns it off (`per_api_key_per_second = 0`).
+    pub fn new(cfg: &RateLimitConfig) -> Option<Arc<Self>> {
+        let rate = NonZeroU32::new(cfg.per_api_key_per_second)?;
+        let burst = NonZeroU32::new(cfg.api_key_burst.max(1)).unwrap_or(NonZeroU32::MIN);
+        Some(Arc::new(Self {
+            limiter: RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)),
+        }))
+    }
+
+    /// Spends one request of `key_id`'s budget, or says how long to wait.
+    pub fn check(&self, key_id: &str) -> Result<(), ApiError> {
+        self.limiter
+            .check_key(&key_id.to_owned())
+            .map_err(|not_until| {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                metrics::counter!("bastion_rate_limited_total").increment(1);
+                ApiError::RateLimited {
+                    retry_after_secs: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
+                }
+            })
+    }
+
+    /// Forgets idle keys so memory stays bounded (called by a background job).
+    pub fn sweep(&self) {
+        self.limiter.retain_recent();
+        self.limiter.shrink_to_fit();
+    }
+}

@@ -19,6 +19,12 @@ pub enum Template<'a> {
     /// Someone tried to sign up with an address that already has an account (the sign-up
     /// answer does not say so; the owner learns it here).
     AlreadyRegistered,
+    /// An invitation to join an organization (SPEC R1).
+    OrgInvite {
+        link: &'a str,
+        org_name: String,
+        level: &'static str,
+    },
 }
 
 impl Template<'_> {
@@ -27,6 +33,7 @@ impl Template<'_> {
             Self::VerifyEmail { .. } => "verify_email",
             Self::ResetPassword { .. } => "reset_password",
             Self::AlreadyRegistered => "already_registered",
+            Self::OrgInvite { .. } => "org_invite",
         }
     }
 
@@ -63,6 +70,22 @@ impl Template<'_> {
                     "If it was you, sign in, or reset your password if you forgot it. If not, you can ignore this message: nothing changed.".to_owned(),
                 ],
                 None,
+            ),
+            Self::OrgInvite {
+                link,
+                org_name,
+                level,
+            } => (
+                format!("You are invited to {org_name} on {product}"),
+                vec![
+                    format!(
+                        "You are invited to join {org_name} on {product} as {level}. Sign in as {to} (or create an account with that address), then open this link:"
+                    ),
+                    format!(
+                        "It works once and expires in {ttl} minutes. If you did not expect this, ignore this message."
+                    ),
+                ],
+                Some(*link),
             ),
         };
         let mut text = String::new();

@@ -102,6 +102,8 @@ impl Permission {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PermissionMap {
     effective: BTreeMap<Level, BTreeSet<Permission>>,
+    /// What a publishable API key may do (reads only; see [`PermissionMap::with_publishable`]).
+    publishable: BTreeSet<Permission>,
 }
 
 impl PermissionMap {
@@ -129,7 +131,51 @@ impl PermissionMap {
             acc.extend(own.get(&level).into_iter().flatten().cloned());
             effective.insert(level, acc.clone());
         }
-        Ok(Self { effective })
+        Ok(Self {
+            effective,
+            publishable: BTreeSet::new(),
+        })
+    }
+
+    /// Sets what publishable keys may do. Keys that ship inside an app or a web page must
+    /// never write, so only `*.read` permissions are accepted.
+    pub fn with_publishable(mut self, perms: &[String]) -> Result<Self, RoleError> {
+        let set = perms
+            .iter()
+            .map(|p| Permission::parse(p))
+            .collect::<Result<BTreeSet<_>, _>>()?;
+        if let Some(w) = set.iter().find(|p| !p.as_str().ends_with(".read")) {
+            return Err(RoleError::BadPermission(format!(
+                "{} (publishable keys may only read)",
+                w.as_str()
+            )));
+        }
+        self.publishable = set;
+        Ok(self)
+    }
+
+    /// Everything a publishable key may do.
+    pub fn publishable(&self) -> impl Iterator<Item = &Permission> {
+        self.publishable.iter()
+    }
+
+    /// The decision for a publishable key (deny unless granted).
+    pub fn publishable_allows(&self, permission: &str) -> bool {
+        self.publishable.iter().any(|p| p.as_str() == permission)
+    }
+
+    /// `(level, permission)` for every effective grant, level 0 being the publishable set:
+    /// the rows the database's `has_permission()` reads.
+    pub fn rows(&self) -> Vec<(i32, String)> {
+        let levels = self
+            .effective
+            .iter()
+            .flat_map(|(l, set)| set.iter().map(|p| (l.value(), p.as_str().to_owned())));
+        self.publishable
+            .iter()
+            .map(|p| (0, p.as_str().to_owned()))
+            .chain(levels)
+            .collect()
     }
 
     /// Everything `level` may do.
@@ -155,23 +201,20 @@ pub fn check_level_change(
     super_admins: usize,
     is_self: bool,
 ) -> Result<(), RoleError> {
+    // A non-owner's refusal is about their own level, whatever else holds.
+    if actor != Level::SuperAdmin {
+        // Leaving is always allowed for non-owners: it gives nothing away.
+        let leaving = is_self && to.is_none();
+        let below = |l: Option<Level>| l.is_none_or(|l| l < actor);
+        if !leaving && !(below(from) && below(to) && !(is_self && from.is_some())) {
+            return Err(RoleError::LevelTooHigh);
+        }
+    }
     let loses_super_admin = from == Some(Level::SuperAdmin) && to != Some(Level::SuperAdmin);
     if loses_super_admin && super_admins <= 1 {
         return Err(RoleError::LastSuperAdmin);
     }
-    if actor == Level::SuperAdmin {
-        return Ok(());
-    }
-    // Leaving is always allowed for non-owners: it gives nothing away.
-    if is_self && to.is_none() {
-        return Ok(());
-    }
-    let below = |l: Option<Level>| l.is_none_or(|l| l < actor);
-    if below(from) && below(to) && !(is_self && from.is_some()) {
-        Ok(())
-    } else {
-        Err(RoleError::LevelTooHigh)
-    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -228,6 +271,19 @@ mod tests {
         assert!(!m.allows(Admin, "org.delete"));
         assert!(!m.allows(SuperAdmin, "no.such"));
         assert_eq!(m.effective(Admin).count(), 2);
+    }
+
+    #[test]
+    fn r6_publishable_keys_may_only_read_and_rows_carry_every_grant() {
+        assert!(map().with_publishable(&["members.invite".into()]).is_err());
+        let m = map().with_publishable(&["org.read".into()]).unwrap();
+        assert!(m.publishable_allows("org.read"));
+        assert!(!m.publishable_allows("members.read"));
+        let rows = m.rows();
+        assert!(rows.contains(&(0, "org.read".into())));
+        assert!(rows.contains(&(100, "org.read".into())));
+        assert!(rows.contains(&(80, "members.invite".into())));
+        assert!(!rows.contains(&(60, "members.invite".into())));
     }
 
     #[test]
@@ -302,6 +358,11 @@ mod tests {
             Err(LevelTooHigh)
         );
         assert_eq!(check_level_change(User, Some(User), None, 1, true), Ok(()));
+        assert_eq!(
+            check_level_change(Admin, Some(SuperAdmin), Some(User), 1, false),
+            Err(LevelTooHigh),
+            "an Admin is refused for their level, not told how many owners there are"
+        );
         // Super Admins may do anything but orphan the organization.
         assert_eq!(
             check_level_change(SuperAdmin, Some(Admin), Some(SuperAdmin), 1, false),

@@ -9,6 +9,7 @@ mod hardening;
 mod lifecycle;
 mod links;
 mod listeners;
+mod orgs;
 mod rate_limit;
 mod tls;
 mod tokens;
