@@ -257,6 +257,9 @@ impl From<bastion_core::orgs::OrgError> for ApiError {
             E::InvalidKey => ApiError::Unauthorized {
                 code: "invalid_api_key",
             },
+            E::MailThrottled { retry_after_secs } => ApiError::RateLimited {
+                retry_after_secs: *retry_after_secs,
+            },
             E::Store(_) | E::Mail(_) | E::Link(_) | E::Random => ApiError::Internal(e.to_string()),
         }
     }

@@ -164,7 +164,7 @@ pub struct Accounts {
     lockout: AccountPolicy,
 }
 
-fn attempt_key(kind: &str, value: &str) -> String {
+pub(crate) fn attempt_key(kind: &str, value: &str) -> String {
     // Counters are keyed by a hash: the counter table holds no email or address.
     format!(
         "{kind}:{}",

@@ -410,6 +410,7 @@ pub fn auth_services(b: &Bastion, cfg: &Config) -> Result<AuthServices, StartupE
         clock: b.clock.clone(),
         links,
         permissions: Arc::new(permissions),
+        mail_per_address: policy.mail_per_address,
     }));
     let cleanup = Arc::new(Cleanup::new(
         b.store.clone(),

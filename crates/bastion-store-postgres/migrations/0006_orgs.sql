@@ -65,10 +65,11 @@ CREATE TABLE bastion.level_permissions (
 );
 
 -- User-private data (R5): only the owning user reads or writes it, whatever their level.
+-- The org tag is informational: deleting an org must not destroy its members' private data.
 CREATE TABLE bastion.activity_events (
     id          TEXT    PRIMARY KEY,
     user_id     TEXT    NOT NULL REFERENCES bastion.users (id) ON DELETE CASCADE,
-    org_id      TEXT    REFERENCES bastion.orgs (id) ON DELETE CASCADE,
+    org_id      TEXT    REFERENCES bastion.orgs (id) ON DELETE SET NULL,
     ts_ms       BIGINT  NOT NULL,
     kind        TEXT    NOT NULL,
     data        TEXT    NOT NULL
@@ -275,7 +276,16 @@ CREATE TRIGGER memberships_keep_a_super_admin AFTER UPDATE OR DELETE ON bastion.
     FOR EACH ROW EXECUTE FUNCTION bastion.keep_a_super_admin();
 
 GRANT SELECT, INSERT, UPDATE, DELETE ON bastion.orgs, bastion.memberships, bastion.invitations,
-    bastion.api_keys, bastion.activity_events TO bastion_app, bastion_system;
+    bastion.api_keys, bastion.activity_events TO bastion_system;
+-- Request work updates only the columns its actions change: a policy says which rows, the
+-- grant which columns (nobody moves a membership to another user or re-keys an API key).
+GRANT SELECT, INSERT, DELETE ON bastion.orgs, bastion.memberships TO bastion_app;
+GRANT UPDATE (name, updated_ms) ON bastion.orgs TO bastion_app;
+GRANT UPDATE (level, updated_ms) ON bastion.memberships TO bastion_app;
+GRANT SELECT, INSERT, DELETE ON bastion.invitations TO bastion_app;
+GRANT SELECT, INSERT ON bastion.api_keys TO bastion_app;
+GRANT UPDATE (revoked_ms) ON bastion.api_keys TO bastion_app;
+GRANT SELECT, INSERT ON bastion.activity_events TO bastion_app;
 GRANT SELECT, INSERT, DELETE ON bastion.level_permissions TO bastion_system;
 
 -- System paths: accepting an invitation (the link is consumed before a scope exists),
@@ -325,9 +335,13 @@ CREATE POLICY remove_below_or_leave ON bastion.memberships FOR DELETE TO bastion
             AND (level < (SELECT bastion.current_level()) OR (SELECT bastion.current_level()) = 100)));
 
 -- Invitations: whoever may invite, for levels below their own (Super Admins excepted).
-CREATE POLICY inviters ON bastion.invitations TO bastion_app
-    USING (org_id = (SELECT bastion.current_org_id()) AND (SELECT bastion.has_permission('members.invite')))
+CREATE POLICY inviters_read ON bastion.invitations FOR SELECT TO bastion_app
+    USING (org_id = (SELECT bastion.current_org_id()) AND (SELECT bastion.has_permission('members.invite')));
+CREATE POLICY inviters_create ON bastion.invitations FOR INSERT TO bastion_app
     WITH CHECK (org_id = (SELECT bastion.current_org_id()) AND (SELECT bastion.has_permission('members.invite'))
+           AND (level < (SELECT bastion.current_level()) OR (SELECT bastion.current_level()) = 100));
+CREATE POLICY inviters_revoke ON bastion.invitations FOR DELETE TO bastion_app
+    USING (org_id = (SELECT bastion.current_org_id()) AND (SELECT bastion.has_permission('members.invite'))
            AND (level < (SELECT bastion.current_level()) OR (SELECT bastion.current_level()) = 100));
 
 -- API keys: each action needs its permission in the key's org.

@@ -47,10 +47,11 @@ CREATE TABLE api_keys (
 );
 CREATE INDEX api_keys_org ON api_keys (org_id, created_ms);
 
+-- The org tag is informational: deleting an org must not destroy its members' private data.
 CREATE TABLE activity_events (
     id          TEXT    PRIMARY KEY,
     user_id     TEXT    NOT NULL REFERENCES users (id) ON DELETE CASCADE,
-    org_id      TEXT    REFERENCES orgs (id) ON DELETE CASCADE,
+    org_id      TEXT    REFERENCES orgs (id) ON DELETE SET NULL,
     ts_ms       INTEGER NOT NULL,
     kind        TEXT    NOT NULL,
     data        TEXT    NOT NULL

@@ -2,12 +2,12 @@
 //! level below the inviter's own. Accepting needs the invitee signed in with the invited
 //! address, so a forwarded link gives nobody else a seat.
 
-use bastion_store::{InvitationRow, MemberRow, Scope};
+use bastion_store::{AttemptDecision, InvitationRow, MemberRow, Scope};
 use secrecy::SecretString;
 
 use super::roles::{Level, check_level_change};
 use super::service::{Caller, OrgError, Orgs, SYSTEM, new_id};
-use crate::accounts::normalize_email;
+use crate::accounts::{attempt_key, normalize_email};
 use crate::links::LinkPurpose;
 use crate::mail::Template;
 
@@ -29,12 +29,27 @@ impl Orgs {
             .level
             .ok_or_else(|| OrgError::Forbidden("members.invite".into()))?;
         check_level_change(actor, None, Some(level), usize::MAX, false)?;
+        let now = self.clock.now_ms();
+        if let AttemptDecision::Locked { until_ms } = self
+            .store
+            .register_attempt(
+                &SYSTEM,
+                &attempt_key("mail", &email),
+                now,
+                &self.mail_per_address,
+            )
+            .await?
+        {
+            let wait_ms = u64::try_from(until_ms.saturating_sub(now)).unwrap_or(0);
+            return Err(OrgError::MailThrottled {
+                retry_after_secs: wait_ms.div_ceil(1000).max(1),
+            });
+        }
         let org = self
             .store
             .org(&access.scope, org_id)
             .await?
             .ok_or(OrgError::NotFound)?;
-        let now = self.clock.now_ms();
         let inv = InvitationRow {
             id: new_id("inv")?,
             org_id: org_id.to_owned(),
@@ -76,7 +91,7 @@ impl Orgs {
         Ok(self.store.invitations(&access.scope, org_id).await?)
     }
 
-    /// Withdraws a pending invitation; its link stops working.
+    /// Withdraws a pending invitation below the caller's level; its link stops working.
     pub async fn revoke_invitation(
         &self,
         caller: &Caller,
@@ -84,6 +99,19 @@ impl Orgs {
         id: &str,
     ) -> Result<(), OrgError> {
         let access = self.authorize(caller, org_id, "members.invite").await?;
+        let actor = access
+            .level
+            .ok_or_else(|| OrgError::Forbidden("members.invite".into()))?;
+        let inv = self
+            .store
+            .invitations(&access.scope, org_id)
+            .await?
+            .into_iter()
+            .find(|i| i.id == id)
+            .ok_or(OrgError::NotFound)?;
+        let level = super::service::level_of_value(inv.level)?;
+        // Withdrawing an invitation is taking back a grant: the same rule as giving it.
+        check_level_change(actor, None, Some(level), usize::MAX, false)?;
         if !self
             .store
             .revoke_invitation(&access.scope, org_id, id)

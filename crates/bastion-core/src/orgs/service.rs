@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use bastion_store::{
-    AuditRecord, KeyKind, MemberChange, MemberRow, OrgRow, Scope, Store, StoreError,
+    AuditRecord, KeyKind, MemberChange, MemberRow, OrgRow, Scope, Store, StoreError, ThrottleRule,
 };
 
 use super::api_keys::KeyIdentity;
@@ -82,6 +82,8 @@ pub enum OrgError {
     AlreadyMember,
     #[error("invalid API key")]
     InvalidKey,
+    #[error("this address has been sent enough email for now; retry in {retry_after_secs} s")]
+    MailThrottled { retry_after_secs: u64 },
     #[error("organization storage: {0}")]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -108,6 +110,9 @@ pub struct OrgDeps {
     pub clock: Arc<dyn Clock>,
     pub links: Arc<MagicLinks>,
     pub permissions: Arc<PermissionMap>,
+    /// Emails per address: the same rule (and counter) as the account mails, so invitations
+    /// cannot flood an inbox either.
+    pub mail_per_address: ThrottleRule,
 }
 
 pub struct Orgs {
@@ -116,6 +121,7 @@ pub struct Orgs {
     pub(super) clock: Arc<dyn Clock>,
     pub(super) links: Arc<MagicLinks>,
     permissions: Arc<PermissionMap>,
+    pub(super) mail_per_address: ThrottleRule,
 }
 
 /// Trims a display name and checks it: 1–200 characters, no control characters.
@@ -130,7 +136,11 @@ pub(super) fn clean_name(raw: &str, what: &str, max: usize) -> Result<String, Or
 }
 
 pub(super) fn level_of(m: &MemberRow) -> Result<Level, OrgError> {
-    Level::from_value(i64::from(m.level))
+    level_of_value(m.level)
+}
+
+pub(super) fn level_of_value(v: i32) -> Result<Level, OrgError> {
+    Level::from_value(i64::from(v))
         .ok_or_else(|| OrgError::Store(StoreError::Corrupt("membership level".into())))
 }
 
@@ -146,6 +156,7 @@ impl Orgs {
             clock: deps.clock,
             links: deps.links,
             permissions: deps.permissions,
+            mail_per_address: deps.mail_per_address,
         }
     }
 
@@ -316,12 +327,7 @@ impl Orgs {
                 };
                 let rows = self.store.orgs_of(&me, user_id).await?;
                 rows.into_iter()
-                    .map(|(o, l)| {
-                        let level = Level::from_value(i64::from(l)).ok_or_else(|| {
-                            OrgError::Store(StoreError::Corrupt("membership level".into()))
-                        })?;
-                        Ok((o, Some(level)))
-                    })
+                    .map(|(o, l)| Ok((o, Some(level_of_value(l)?))))
                     .collect()
             }
             Caller::Key(k) => {

@@ -448,6 +448,28 @@ async fn r2_escalation_is_refused_and_the_last_super_admin_stays() {
             .await;
             assert_problem(res, 403, "level_too_high").await;
         }
+        // Nor does a Manager withdraw an invitation an Admin made at the Manager's own level.
+        let pending = ok_json(
+            call(
+                &app,
+                Method::POST,
+                &invitations,
+                &admin,
+                Some(json!({ "email": "pending@a.example", "level": "manager" })),
+            )
+            .await,
+            201,
+        )
+        .await;
+        let res = call(
+            &app,
+            Method::DELETE,
+            &format!("{invitations}/{}", pending["id"].as_str().unwrap()),
+            &manager,
+            None,
+        )
+        .await;
+        assert_problem(res, 403, "level_too_high").await;
         let res = call(
             &app,
             Method::PATCH,
@@ -941,6 +963,32 @@ async fn r1_invitations_work_once_for_the_invited_address_and_r5_activity_stays_
                 .iter()
                 .any(|i| i["accepted"] == true)
         );
+
+        // Invitations share the per-address mail budget (5 an hour): no inbox flooding.
+        for _ in 0..5 {
+            ok_json(
+                call(
+                    &app,
+                    Method::POST,
+                    &format!("/v1/orgs/{org}/invitations"),
+                    &alice,
+                    Some(json!({ "email": "flood@a.example", "level": "viewer" })),
+                )
+                .await,
+                201,
+            )
+            .await;
+        }
+        let res = call(
+            &app,
+            Method::POST,
+            &format!("/v1/orgs/{org}/invitations"),
+            &alice,
+            Some(json!({ "email": "flood@a.example", "level": "viewer" })),
+        )
+        .await;
+        assert!(res.headers().contains_key("retry-after"));
+        assert_problem(res, 429, "rate_limited").await;
 
         // R5: Carol's activity is hers alone; her Super Admin sees none of it.
         ok_json(call(&app, Method::POST, "/v1/me/activity", &carol,

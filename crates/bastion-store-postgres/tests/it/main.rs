@@ -1168,3 +1168,59 @@ async fn r4_a_valid_context_of_org_a_naming_org_b_sees_none_of_org_b() {
         None
     );
 }
+
+#[tokio::test]
+async fn r4_request_work_changes_only_the_columns_its_actions_need() {
+    let Some(f) = fresh().await else { return };
+    let store = &*f.store;
+    let sys = Scope::System("test");
+    store
+        .sync_permissions(&sys, &permission_rows())
+        .await
+        .unwrap();
+    org_with(store, "org_a", &[("usr_super", 100), ("usr_user", 40)]).await;
+    let owner = in_org("usr_super", "org_a");
+    store
+        .create_api_key(&owner, &key_row("key_s", "org_a", KeyKind::Service, 1, 1))
+        .await
+        .unwrap();
+    // A Super Admin's genuine context: the policies let it update these rows, the column
+    // grants do not let it move a membership to another user, re-key a key or re-own an org.
+    let (role, ctx) = store.signed_context(&owner).unwrap();
+    for sql in [
+        "UPDATE memberships SET user_id = 'usr_super' WHERE user_id = 'usr_user'",
+        "UPDATE memberships SET org_id = 'org_b'",
+        "UPDATE api_keys SET key_hash = decode(repeat('00', 32), 'hex')",
+        "UPDATE api_keys SET kind = 'publishable'",
+        "UPDATE orgs SET created_by = 'usr_user'",
+        "UPDATE activity_events SET user_id = 'usr_super'",
+    ] {
+        let mut tx = store.pool().begin().await.unwrap();
+        sqlx::query("SELECT set_config('role', $1, true), set_config('bastion.ctx', $2, true)")
+            .bind(role)
+            .bind(&ctx)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        let err = sqlx::query(sql).execute(&mut *tx).await.unwrap_err();
+        let code = err
+            .as_database_error()
+            .and_then(|d| d.code())
+            .map(|c| c.into_owned());
+        assert_eq!(code.as_deref(), Some("42501"), "{sql}: {err}");
+        tx.rollback().await.unwrap();
+    }
+    // The columns the actions need stay writable (control).
+    assert!(
+        store
+            .rename_org(&owner, "org_a", "Renamed", 5)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .revoke_api_key(&owner, "org_a", "key_s", 6)
+            .await
+            .unwrap()
+    );
+}
