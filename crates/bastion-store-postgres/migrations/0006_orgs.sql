@@ -92,24 +92,25 @@ DECLARE
     raw   text := current_setting('bastion.ctx', true);
     parts text[];
     pads  record;
-    mac   bytea;
+    mac   text;
 BEGIN
-    IF raw IS NULL OR raw = '' THEN
+    -- Every policy runs this once per statement: string checks only until the MAC has
+    -- verified (then the fields are ours, and safe to cast).
+    IF raw IS NULL OR length(raw) < 80 OR length(raw) > 400 THEN
         RETURN NULL;
     END IF;
     parts := string_to_array(raw, '.');
-    IF array_length(parts, 1) IS DISTINCT FROM 6 OR parts[1] <> 'v1'
-       OR parts[5] !~ '^[0-9]{1,18}$' OR parts[6] !~ '^[0-9a-f]{64}$' THEN
+    IF array_length(parts, 1) IS DISTINCT FROM 6 OR parts[1] <> 'v1' THEN
         RETURN NULL;
     END IF;
     SELECT k_ipad, k_opad INTO pads FROM bastion.scope_key WHERE id = 1;
     IF NOT FOUND THEN
         RETURN NULL;
     END IF;
-    mac := sha256(pads.k_opad || sha256(pads.k_ipad
-            || convert_to(array_to_string(parts[1:5], '.'), 'UTF8')));
+    mac := encode(sha256(pads.k_opad || sha256(pads.k_ipad
+            || convert_to(left(raw, length(raw) - 65), 'UTF8'))), 'hex');
     -- Compare digests of both sides, so the comparison's timing says nothing about the MAC.
-    IF sha256(mac) <> sha256(decode(parts[6], 'hex')) THEN
+    IF sha256(convert_to(mac, 'UTF8')) <> sha256(convert_to(parts[6], 'UTF8')) THEN
         RETURN NULL;
     END IF;
     IF parts[5]::bigint < (extract(epoch FROM clock_timestamp()) * 1000)::bigint THEN
@@ -163,10 +164,17 @@ END
 $$;
 
 -- Owner-only policies for the tables the helpers read (see the header).
-CREATE POLICY owner_helpers ON bastion.orgs USING ((SELECT bastion.is_schema_owner()));
-CREATE POLICY owner_helpers ON bastion.memberships USING ((SELECT bastion.is_schema_owner()));
-CREATE POLICY owner_helpers ON bastion.api_keys USING ((SELECT bastion.is_schema_owner()));
-CREATE POLICY owner_helpers ON bastion.level_permissions USING ((SELECT bastion.is_schema_owner()));
+-- They name the owner (the role running this migration), so request work never evaluates them.
+DO $$
+DECLARE
+    t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['orgs', 'memberships', 'api_keys', 'level_permissions'] LOOP
+        EXECUTE format('CREATE POLICY owner_helpers ON bastion.%I TO %I '
+                       'USING ((SELECT bastion.is_schema_owner()))', t, current_user);
+    END LOOP;
+END
+$$;
 
 -- The caller's level in the context's org: a member's stored level; 80 for a live service key
 -- (the Admin set: a backend's full access, but not deleting the org); 0 for a live
@@ -195,31 +203,65 @@ BEGIN
     RETURN lvl;
 END
 $$;
--- One look-up joining the caller's membership (or key) to the permission map: this runs in
--- nearly every policy, so it does not go through current_level().
-CREATE FUNCTION bastion.has_permission(p text) RETURNS boolean
+-- Everything one policy needs, from one verification of the context: the tokens of the rows
+-- the caller may touch under permission p.
+--   'u:<user>'         the caller's own rows (a signed-in user);
+--   'o:<org>'          rows of the context's org, when the caller holds p there;
+--   'l:<org>:<level>'  rows at each level the caller may manage there with p: below their own,
+--                      or every level for a Super Admin.
+-- A policy is then `ARRAY[<the row's tokens>] && (SELECT bastion.scope_tokens('<p>'))`: one
+-- init-plan per statement (one HMAC check), and an array overlap per row. NULL without a
+-- valid context, so nothing matches.
+CREATE FUNCTION bastion.scope_tokens(p text) RETURNS text[]
     LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog
     AS $$
 DECLARE
-    c  text[] := bastion.ctx();
-    ok boolean;
+    c      text[] := bastion.ctx();
+    lvl    integer;
+    l      integer;
+    ok     boolean;
+    tokens text[] := ARRAY[]::text[];
 BEGIN
-    IF c IS NULL OR c[3] = '' THEN
-        RETURN false;
+    IF c IS NULL THEN
+        RETURN NULL;
     END IF;
+    IF c[1] = 'app' AND c[2] <> '' THEN
+        tokens := tokens || ('u:' || c[2]);
+    END IF;
+    IF c[3] = '' THEN
+        RETURN tokens;
+    END IF;
+    -- One look-up: the caller's level there and whether it holds p.
     IF c[1] = 'app' THEN
-        SELECT true INTO ok FROM bastion.memberships m
-            JOIN bastion.level_permissions lp ON lp.level = m.level
-        WHERE m.org_id = c[3] AND m.user_id = c[2] AND lp.permission = p;
+        SELECT m.level, EXISTS (SELECT 1 FROM bastion.level_permissions lp
+                                WHERE lp.level = m.level AND lp.permission = p)
+          INTO lvl, ok
+          FROM bastion.memberships m WHERE m.org_id = c[3] AND m.user_id = c[2];
     ELSIF c[1] IN ('svc', 'pub') THEN
-        SELECT true INTO ok FROM bastion.api_keys k
-            JOIN bastion.level_permissions lp
-              ON lp.level = CASE k.kind WHEN 'service' THEN 80 ELSE 0 END
-        WHERE k.id = c[2] AND k.org_id = c[3] AND k.revoked_ms IS NULL
-          AND k.kind = CASE c[1] WHEN 'svc' THEN 'service' ELSE 'publishable' END
-          AND lp.permission = p;
+        SELECT x.l, EXISTS (SELECT 1 FROM bastion.level_permissions lp
+                            WHERE lp.level = x.l AND lp.permission = p)
+          INTO lvl, ok
+          FROM bastion.api_keys k, LATERAL (SELECT CASE k.kind WHEN 'service' THEN 80 ELSE 0 END AS l) x
+         WHERE k.id = c[2] AND k.org_id = c[3] AND k.revoked_ms IS NULL
+           AND k.kind = CASE c[1] WHEN 'svc' THEN 'service' ELSE 'publishable' END;
     END IF;
-    RETURN coalesce(ok, false);
+    IF coalesce(ok, false) THEN
+        tokens := tokens || ('o:' || c[3]);
+        FOREACH l IN ARRAY ARRAY[20, 30, 40, 60, 80, 100] LOOP
+            IF lvl = 100 OR l < lvl THEN
+                tokens := tokens || ('l:' || c[3] || ':' || l);
+            END IF;
+        END LOOP;
+    END IF;
+    RETURN tokens;
+END
+$$;
+
+CREATE FUNCTION bastion.has_permission(p text) RETURNS boolean
+    LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog
+    AS $$
+BEGIN
+    RETURN coalesce(('o:' || bastion.current_org_id()) = ANY (bastion.scope_tokens(p)), false);
 END
 $$;
 
@@ -248,10 +290,12 @@ CREATE FUNCTION bastion.is_new_org_creator(org text) RETURNS boolean
        AND NOT EXISTS (SELECT 1 FROM bastion.memberships m WHERE m.org_id = org)
     $$;
 
-REVOKE ALL ON FUNCTION bastion.current_level(), bastion.has_permission(text),
-    bastion.visible_org_ids(), bastion.is_new_org_creator(text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION bastion.current_level(), bastion.has_permission(text),
-    bastion.visible_org_ids(), bastion.is_new_org_creator(text) TO bastion_app, bastion_system;
+REVOKE ALL ON FUNCTION bastion.current_level(), bastion.scope_tokens(text),
+    bastion.has_permission(text), bastion.visible_org_ids(), bastion.is_new_org_creator(text)
+    FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION bastion.current_level(), bastion.scope_tokens(text),
+    bastion.has_permission(text), bastion.visible_org_ids(), bastion.is_new_org_creator(text)
+    TO bastion_app, bastion_system;
 
 -- The last Super Admin stays (R2), whoever asks: a demotion or removal that would leave an
 -- existing org without one is refused. Locking the org row serialises concurrent changes, so
@@ -309,49 +353,42 @@ CREATE POLICY member_read ON bastion.orgs FOR SELECT TO bastion_app
 CREATE POLICY creator_insert ON bastion.orgs FOR INSERT TO bastion_app
     WITH CHECK (created_by = (SELECT bastion.current_user_id()));
 CREATE POLICY rename ON bastion.orgs FOR UPDATE TO bastion_app
-    USING (id = (SELECT bastion.current_org_id()) AND (SELECT bastion.has_permission('org.rename')))
-    WITH CHECK (id = (SELECT bastion.current_org_id()) AND (SELECT bastion.has_permission('org.rename')));
+    USING (ARRAY['o:' || id] && (SELECT bastion.scope_tokens('org.rename')))
+    WITH CHECK (ARRAY['o:' || id] && (SELECT bastion.scope_tokens('org.rename')));
 CREATE POLICY remove ON bastion.orgs FOR DELETE TO bastion_app
-    USING (id = (SELECT bastion.current_org_id()) AND (SELECT bastion.has_permission('org.delete')));
+    USING (ARRAY['o:' || id] && (SELECT bastion.scope_tokens('org.delete')));
 
 -- Memberships: one's own everywhere; the org's with members.read. Changes only below one's
--- own level (Super Admins excepted), never one's own row except to leave.
+-- own level (so never one's own row), Super Admins excepted; anyone may leave.
 CREATE POLICY own_or_org_read ON bastion.memberships FOR SELECT TO bastion_app
-    USING (user_id = (SELECT bastion.current_user_id())
-        OR (org_id = (SELECT bastion.current_org_id()) AND (SELECT bastion.has_permission('members.read'))));
+    USING (ARRAY['u:' || user_id, 'o:' || org_id] && (SELECT bastion.scope_tokens('members.read')));
 CREATE POLICY creator_first ON bastion.memberships FOR INSERT TO bastion_app
     WITH CHECK (user_id = (SELECT bastion.current_user_id()) AND level = 100
                 AND bastion.is_new_org_creator(org_id));
 CREATE POLICY change_below ON bastion.memberships FOR UPDATE TO bastion_app
-    USING (org_id = (SELECT bastion.current_org_id()) AND (SELECT bastion.has_permission('members.update'))
-           AND ((SELECT bastion.current_level()) = 100
-                OR (level < (SELECT bastion.current_level())
-                    AND user_id IS DISTINCT FROM (SELECT bastion.current_user_id()))))
-    WITH CHECK (org_id = (SELECT bastion.current_org_id())
-           AND (level < (SELECT bastion.current_level()) OR (SELECT bastion.current_level()) = 100));
+    USING (ARRAY['l:' || org_id || ':' || level] && (SELECT bastion.scope_tokens('members.update')))
+    WITH CHECK (ARRAY['l:' || org_id || ':' || level] && (SELECT bastion.scope_tokens('members.update')));
 CREATE POLICY remove_below_or_leave ON bastion.memberships FOR DELETE TO bastion_app
-    USING (user_id = (SELECT bastion.current_user_id())
-        OR (org_id = (SELECT bastion.current_org_id()) AND (SELECT bastion.has_permission('members.remove'))
-            AND (level < (SELECT bastion.current_level()) OR (SELECT bastion.current_level()) = 100)));
+    USING (ARRAY['u:' || user_id, 'l:' || org_id || ':' || level]
+           && (SELECT bastion.scope_tokens('members.remove')));
 
--- Invitations: whoever may invite, for levels below their own (Super Admins excepted).
+-- Invitations: whoever may invite reads them, and creates or withdraws them below their own
+-- level (Super Admins excepted).
 CREATE POLICY inviters_read ON bastion.invitations FOR SELECT TO bastion_app
-    USING (org_id = (SELECT bastion.current_org_id()) AND (SELECT bastion.has_permission('members.invite')));
+    USING (ARRAY['o:' || org_id] && (SELECT bastion.scope_tokens('members.invite')));
 CREATE POLICY inviters_create ON bastion.invitations FOR INSERT TO bastion_app
-    WITH CHECK (org_id = (SELECT bastion.current_org_id()) AND (SELECT bastion.has_permission('members.invite'))
-           AND (level < (SELECT bastion.current_level()) OR (SELECT bastion.current_level()) = 100));
+    WITH CHECK (ARRAY['l:' || org_id || ':' || level] && (SELECT bastion.scope_tokens('members.invite')));
 CREATE POLICY inviters_revoke ON bastion.invitations FOR DELETE TO bastion_app
-    USING (org_id = (SELECT bastion.current_org_id()) AND (SELECT bastion.has_permission('members.invite'))
-           AND (level < (SELECT bastion.current_level()) OR (SELECT bastion.current_level()) = 100));
+    USING (ARRAY['l:' || org_id || ':' || level] && (SELECT bastion.scope_tokens('members.invite')));
 
 -- API keys: each action needs its permission in the key's org.
 CREATE POLICY key_read ON bastion.api_keys FOR SELECT TO bastion_app
-    USING (org_id = (SELECT bastion.current_org_id()) AND (SELECT bastion.has_permission('api_keys.read')));
+    USING (ARRAY['o:' || org_id] && (SELECT bastion.scope_tokens('api_keys.read')));
 CREATE POLICY key_create ON bastion.api_keys FOR INSERT TO bastion_app
-    WITH CHECK (org_id = (SELECT bastion.current_org_id()) AND (SELECT bastion.has_permission('api_keys.create')));
+    WITH CHECK (ARRAY['o:' || org_id] && (SELECT bastion.scope_tokens('api_keys.create')));
 CREATE POLICY key_revoke ON bastion.api_keys FOR UPDATE TO bastion_app
-    USING (org_id = (SELECT bastion.current_org_id()) AND (SELECT bastion.has_permission('api_keys.revoke')))
-    WITH CHECK (org_id = (SELECT bastion.current_org_id()) AND (SELECT bastion.has_permission('api_keys.revoke')));
+    USING (ARRAY['o:' || org_id] && (SELECT bastion.scope_tokens('api_keys.revoke')))
+    WITH CHECK (ARRAY['o:' || org_id] && (SELECT bastion.scope_tokens('api_keys.revoke')));
 
 -- Private data: the owning user only. No level, no key, no org role reaches it.
 CREATE POLICY owner_only ON bastion.activity_events TO bastion_app
@@ -361,5 +398,4 @@ CREATE POLICY owner_only ON bastion.activity_events TO bastion_app
 -- Audit events of an org: now also need audit.read there.
 DROP POLICY org_read ON bastion.audit_events;
 CREATE POLICY org_read ON bastion.audit_events FOR SELECT TO bastion_app
-    USING (org_id IS NOT NULL AND org_id = (SELECT bastion.current_org_id())
-           AND (SELECT bastion.has_permission('audit.read')));
+    USING (ARRAY['o:' || org_id] && (SELECT bastion.scope_tokens('audit.read')));

@@ -85,6 +85,7 @@ async fn r4_every_table_has_row_level_security_enabled_and_forced() {
         "has_permission",
         "visible_org_ids",
         "is_new_org_creator",
+        "scope_tokens",
     ];
     // Each helper is STABLE with a fixed search_path, and all but is_schema_owner (which must
     // see its caller) run as the owner: SECURITY DEFINER.
