@@ -265,14 +265,14 @@ impl Accounts {
             tracing::info!(user = %user.id, purpose = purpose.as_str(), "link mail throttled");
             return Ok(());
         }
+        let template: fn(&str) -> Template<'_> = match purpose {
+            LinkPurpose::VerifyEmail => |link| Template::VerifyEmail { link },
+            LinkPurpose::ResetPassword => |link| Template::ResetPassword { link },
+            // An invitation names an org and a level: only the orgs service sends one.
+            LinkPurpose::OrgInvite => return Ok(()),
+        };
         self.links
-            .send(purpose, &user.id, &user.email, |link| match purpose {
-                LinkPurpose::VerifyEmail => Template::VerifyEmail { link },
-                // Only these two reach here; an invitation is sent by the orgs service.
-                LinkPurpose::ResetPassword | LinkPurpose::OrgInvite => {
-                    Template::ResetPassword { link }
-                }
-            })
+            .send(purpose, &user.id, &user.email, template)
             .await?;
         Ok(())
     }

@@ -45,7 +45,7 @@ impl Cleanup {
         }
     }
 
-    fn kinds(&self) -> [Purgeable; 4] {
+    fn kinds(&self) -> [Purgeable; 5] {
         [
             Purgeable::EndedSessions,
             Purgeable::SpentLinks,
@@ -55,6 +55,7 @@ impl Cleanup {
             Purgeable::FinishedMail {
                 retention_ms: self.policy.mail_retention_ms,
             },
+            Purgeable::ExpiredInvitations,
         ]
     }
 

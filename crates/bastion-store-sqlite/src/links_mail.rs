@@ -221,6 +221,12 @@ fn purge_target(what: Purgeable) -> (&'static str, &'static str, &'static str, i
             "(sent_ms + ?2 <= ?1 OR failed_ms + ?2 <= ?1)",
             retention_ms,
         ),
+        Purgeable::ExpiredInvitations => (
+            "invitations",
+            "id",
+            "accepted_ms IS NULL AND expires_ms <= ?1 AND ?2 IS NOT NULL",
+            0,
+        ),
     }
 }
 

@@ -13,6 +13,8 @@ pub enum Purgeable {
     StaleAttempts { window_ms: i64 },
     /// Mail delivered or abandoned more than `retention_ms` ago.
     FinishedMail { retention_ms: i64 },
+    /// Invitations never accepted and past their expiry (accepted ones stay as history).
+    ExpiredInvitations,
 }
 
 impl Purgeable {
@@ -22,6 +24,7 @@ impl Purgeable {
             Self::SpentLinks => "magic_links",
             Self::StaleAttempts { .. } => "attempt_counters",
             Self::FinishedMail { .. } => "email_outbox",
+            Self::ExpiredInvitations => "invitations",
         }
     }
 }

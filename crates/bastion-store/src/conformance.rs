@@ -881,10 +881,45 @@ pub async fn a6_cleanup_counts_then_purges_only_what_ended<S: Store>(store: Arc<
         .unwrap();
     store.mail_sent(&SYS, "mail_b", now - 1).await.unwrap();
     let week = 7 * 86_400_000;
+    // Invitations: one expired and never accepted (purged), one live, one accepted (history).
+    org_with(&*store, "org_c", &[("usr_c", 100)]).await;
+    let day = 86_400_000;
+    for (id, at) in [
+        ("inv_old", now - 2 * day),
+        ("inv_live", now),
+        ("inv_taken", now - 2 * day),
+    ] {
+        store
+            .create_invitation(
+                &SYS,
+                &invitation_row(id, "org_c", &format!("{id}@example.com"), 20, at),
+            )
+            .await
+            .unwrap();
+    }
+    store
+        .create_user(&SYS, &user_row("usr_taker", "inv_taken@example.com"))
+        .await
+        .unwrap();
+    let taker = MemberRow {
+        org_id: "org_c".into(),
+        user_id: "usr_taker".into(),
+        email: "inv_taken@example.com".into(),
+        level: 20,
+        created_ms: now - 2 * day,
+        updated_ms: now - 2 * day,
+    };
+    assert!(
+        store
+            .accept_invitation(&SYS, "inv_taken", &taker, now - 2 * day + 1)
+            .await
+            .unwrap()
+    );
     let kinds = [
         (Purgeable::EndedSessions, 3),
         (Purgeable::SpentLinks, 2),
         (Purgeable::FinishedMail { retention_ms: week }, 1),
+        (Purgeable::ExpiredInvitations, 1),
     ];
     for (what, n) in kinds {
         assert_eq!(
@@ -924,6 +959,15 @@ pub async fn a6_cleanup_counts_then_purges_only_what_ended<S: Store>(store: Arc<
         );
     }
     assert!(store.find_refresh(&SYS, &[1; 32]).await.unwrap().is_some());
+    let mut kept: Vec<String> = store
+        .invitations(&SYS, "org_c")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    kept.sort();
+    assert_eq!(kept, ["inv_live", "inv_taken"]);
     assert!(
         store
             .consume_link(&SYS, &[13; 32], "verify_email", now + 1)

@@ -296,8 +296,7 @@ pub async fn get(
     Path(org_id): Path<String>,
 ) -> Result<Json<OrgOut>, ApiError> {
     let org_id = id(&org_id, "org")?;
-    let org = state.orgs.get(&caller, org_id).await?;
-    let level = state.orgs.access(&caller, org_id).await?.level;
+    let (org, level) = state.orgs.get(&caller, org_id).await?;
     Ok(Json(OrgOut::new(org, level)))
 }
 
@@ -310,8 +309,7 @@ pub async fn rename(
     JsonBody(body): JsonBody<NameIn>,
 ) -> Result<Json<OrgOut>, ApiError> {
     let org_id = id(&org_id, "org")?;
-    let org = state.orgs.rename(&caller, org_id, &body.name).await?;
-    let level = state.orgs.access(&caller, org_id).await?.level;
+    let (org, level) = state.orgs.rename(&caller, org_id, &body.name).await?;
     Ok(Json(OrgOut::new(org, level)))
 }
 

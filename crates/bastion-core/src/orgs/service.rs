@@ -338,12 +338,19 @@ impl Orgs {
         }
     }
 
-    pub async fn get(&self, caller: &Caller, org_id: &str) -> Result<OrgRow, OrgError> {
+    /// The org and the caller's level in it (`org.read`).
+    pub async fn get(
+        &self,
+        caller: &Caller,
+        org_id: &str,
+    ) -> Result<(OrgRow, Option<Level>), OrgError> {
         let access = self.authorize(caller, org_id, "org.read").await?;
-        self.store
+        let org = self
+            .store
             .org(&access.scope, org_id)
             .await?
-            .ok_or(OrgError::NotFound)
+            .ok_or(OrgError::NotFound)?;
+        Ok((org, access.level))
     }
 
     #[tracing::instrument(skip_all)]
@@ -352,7 +359,7 @@ impl Orgs {
         caller: &Caller,
         org_id: &str,
         name: &str,
-    ) -> Result<OrgRow, OrgError> {
+    ) -> Result<(OrgRow, Option<Level>), OrgError> {
         let access = self.authorize(caller, org_id, "org.rename").await?;
         let name = clean_name(name, "the name", MAX_NAME_CHARS)?;
         let now = self.clock.now_ms();
@@ -370,10 +377,12 @@ impl Orgs {
             serde_json::json!({ "name": name }),
         )
         .await;
-        self.store
+        let org = self
+            .store
             .org(&access.scope, org_id)
             .await?
-            .ok_or(OrgError::NotFound)
+            .ok_or(OrgError::NotFound)?;
+        Ok((org, access.level))
     }
 
     /// Deletes the org and everything it owns; `confirm` must repeat its name exactly.
