@@ -2,11 +2,11 @@
 //! level below the inviter's own. Accepting needs the invitee signed in with the invited
 //! address, so a forwarded link gives nobody else a seat.
 
-use bastion_store::{AttemptDecision, InvitationRow, MemberRow, Scope};
+use bastion_store::{AttemptDecision, InvitationRow, MemberRow};
 use secrecy::SecretString;
 
 use super::roles::{Level, check_level_change};
-use super::service::{Caller, OrgError, Orgs, SYSTEM, new_id};
+use super::service::{Caller, OrgError, Orgs, SYSTEM, new_id, user_scope};
 use crate::accounts::{attempt_key, normalize_email};
 use crate::links::LinkPurpose;
 use crate::mail::Template;
@@ -45,11 +45,7 @@ impl Orgs {
                 retry_after_secs: wait_ms.div_ceil(1000).max(1),
             });
         }
-        let org = self
-            .store
-            .org(&access.scope, org_id)
-            .await?
-            .ok_or(OrgError::NotFound)?;
+        let org = self.org_of(&access).await?;
         let inv = InvitationRow {
             id: new_id("inv")?,
             org_id: org_id.to_owned(),
@@ -141,10 +137,7 @@ impl Orgs {
             return Err(OrgError::UserOnly);
         };
         let link = self.links.consume(LinkPurpose::OrgInvite, token).await?;
-        let me = Scope::User {
-            user_id: user_id.clone(),
-            org_id: None,
-        };
+        let me = user_scope(user_id);
         let user = self
             .store
             .user_by_id(&me, user_id)

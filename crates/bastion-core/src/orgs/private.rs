@@ -2,9 +2,9 @@
 //! org. The first kind is desktop activity; the database enforces the same rule (PostgreSQL's
 //! `owner_only` policy) so no org role, key or query in Bastion can widen it.
 
-use bastion_store::{ActivityRow, Scope};
+use bastion_store::ActivityRow;
 
-use super::service::{Caller, OrgError, Orgs, new_id};
+use super::service::{Caller, OrgError, Orgs, new_id, user_scope};
 
 const MAX_DATA_BYTES: usize = 16 * 1024;
 /// Rows returned at most per read.
@@ -55,10 +55,7 @@ impl Orgs {
             kind: kind.to_owned(),
             data: data.to_owned(),
         };
-        let me = Scope::User {
-            user_id: user_id.clone(),
-            org_id: None,
-        };
+        let me = user_scope(user_id);
         self.store.add_activity(&me, &row).await?;
         Ok(row)
     }
@@ -72,10 +69,7 @@ impl Orgs {
         let Caller::User { user_id } = caller else {
             return Err(OrgError::UserOnly);
         };
-        let me = Scope::User {
-            user_id: user_id.clone(),
-            org_id: None,
-        };
+        let me = user_scope(user_id);
         Ok(self
             .store
             .activity_of(&me, user_id, limit.clamp(1, MAX_ACTIVITY_PAGE))

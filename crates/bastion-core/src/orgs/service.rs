@@ -144,6 +144,14 @@ pub(super) fn level_of_value(v: i32) -> Result<Level, OrgError> {
         .ok_or_else(|| OrgError::Store(StoreError::Corrupt("membership level".into())))
 }
 
+/// A user acting outside any org (their own account, orgs and private data).
+pub(super) fn user_scope(user_id: &str) -> Scope {
+    Scope::User {
+        user_id: user_id.to_owned(),
+        org_id: None,
+    }
+}
+
 pub(super) fn new_id(prefix: &str) -> Result<String, OrgError> {
     crate::ids::new_id(prefix).map_err(|_| OrgError::Random)
 }
@@ -224,6 +232,14 @@ impl Orgs {
         }
     }
 
+    /// The org `access` is for, as its scope sees it.
+    pub(super) async fn org_of(&self, access: &Access) -> Result<OrgRow, OrgError> {
+        self.store
+            .org(&access.scope, &access.org_id)
+            .await?
+            .ok_or(OrgError::NotFound)
+    }
+
     /// Whether `access` holds `permission` (deny unless granted).
     pub fn allows(&self, access: &Access, permission: &str) -> bool {
         match access.level {
@@ -277,10 +293,7 @@ impl Orgs {
             return Err(OrgError::UserOnly);
         };
         let name = clean_name(name, "the name", MAX_NAME_CHARS)?;
-        let me = Scope::User {
-            user_id: user_id.clone(),
-            org_id: None,
-        };
+        let me = user_scope(user_id);
         let user = self
             .store
             .user_by_id(&me, user_id)
@@ -321,10 +334,7 @@ impl Orgs {
     ) -> Result<Vec<(OrgRow, Option<Level>)>, OrgError> {
         match caller {
             Caller::User { user_id } => {
-                let me = Scope::User {
-                    user_id: user_id.clone(),
-                    org_id: None,
-                };
+                let me = user_scope(user_id);
                 let rows = self.store.orgs_of(&me, user_id).await?;
                 rows.into_iter()
                     .map(|(o, l)| Ok((o, Some(level_of_value(l)?))))
@@ -345,11 +355,7 @@ impl Orgs {
         org_id: &str,
     ) -> Result<(OrgRow, Option<Level>), OrgError> {
         let access = self.authorize(caller, org_id, "org.read").await?;
-        let org = self
-            .store
-            .org(&access.scope, org_id)
-            .await?
-            .ok_or(OrgError::NotFound)?;
+        let org = self.org_of(&access).await?;
         Ok((org, access.level))
     }
 
@@ -377,11 +383,7 @@ impl Orgs {
             serde_json::json!({ "name": name }),
         )
         .await;
-        let org = self
-            .store
-            .org(&access.scope, org_id)
-            .await?
-            .ok_or(OrgError::NotFound)?;
+        let org = self.org_of(&access).await?;
         Ok((org, access.level))
     }
 
@@ -394,11 +396,7 @@ impl Orgs {
         confirm: &str,
     ) -> Result<(), OrgError> {
         let access = self.authorize(caller, org_id, "org.delete").await?;
-        let org = self
-            .store
-            .org(&access.scope, org_id)
-            .await?
-            .ok_or(OrgError::NotFound)?;
+        let org = self.org_of(&access).await?;
         if confirm != org.name {
             return Err(OrgError::ConfirmationMismatch);
         }
