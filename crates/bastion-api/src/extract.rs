@@ -44,10 +44,18 @@ fn bearer(parts: &Parts) -> Result<&str, ApiError> {
         })
 }
 
+/// Headers only browsers send (scripts cannot set `Sec-Fetch-*`, and browsers send `Origin` on
+/// every cross-origin and every non-GET request): a secret key arriving with one is exposed.
+fn from_browser(headers: &axum::http::HeaderMap) -> bool {
+    ["origin", "sec-fetch-site", "sec-fetch-mode"]
+        .iter()
+        .any(|h| headers.contains_key(*h))
+}
+
 /// The caller of an organization route: a signed-in user (access token) or one of the org's
-/// API keys. A service key is refused when the request carries an `Origin` header (a browser
-/// context, where a secret key must never be), before it is even looked up; each key has its
-/// own rate limit.
+/// API keys. A service key is refused when the request carries an `Origin` or `Sec-Fetch-*`
+/// header (a browser context, where a secret key must never be), before it is even looked up;
+/// each key has its own rate limit.
 pub struct OrgAuth(pub Caller);
 
 impl FromRequestParts<AppState> for OrgAuth {
@@ -64,11 +72,11 @@ impl FromRequestParts<AppState> for OrgAuth {
             parts.extensions.insert(principal);
             return Ok(OrgAuth(caller));
         }
-        if token.starts_with("bst_sk_") && parts.headers.contains_key(axum::http::header::ORIGIN) {
+        if token.starts_with("bst_sk_") && from_browser(&parts.headers) {
             return Err(ApiError::Invalid {
                 status: StatusCode::FORBIDDEN,
                 code: "service_key_in_browser",
-                detail: "service keys are for servers: a request with an Origin header cannot use one; use a publishable key in browsers and apps".into(),
+                detail: "service keys are for servers: a browser request (Origin or Sec-Fetch headers) cannot use one; use a publishable key in browsers and apps".into(),
             });
         }
         let key = state.orgs.authenticate_key(token).await?;

@@ -785,14 +785,21 @@ async fn r6_publishable_keys_only_read_and_service_keys_refuse_browsers() {
                 .iter()
                 .any(|k| k["last_used_ms"].is_i64())
         );
-        let res = client()
-            .get(app.url(&format!("/v1/orgs/{org}/api-keys")))
-            .header("authorization", &service)
-            .header("origin", "https://evil.example")
-            .send()
-            .await
-            .unwrap();
-        assert_problem(res, 403, "service_key_in_browser").await;
+        // Any header only a browser sends gives the key away: refused before any look-up.
+        for (name, value) in [
+            ("origin", "https://evil.example"),
+            ("sec-fetch-site", "same-origin"),
+            ("sec-fetch-mode", "navigate"),
+        ] {
+            let res = client()
+                .get(app.url(&format!("/v1/orgs/{org}/api-keys")))
+                .header("authorization", &service)
+                .header(name, value)
+                .send()
+                .await
+                .unwrap();
+            assert_problem(res, 403, "service_key_in_browser").await;
+        }
         // Service keys act as an Admin: no org deletion.
         assert_problem(
             call(
