@@ -652,6 +652,53 @@ async fn r4_a_runtime_login_role_serves_through_the_owners_key_and_alone_sees_no
     };
     assert!(runtime.user_by_id(&me, "usr_rt").await.unwrap().is_some());
 
+    // Tenant rows in every org table, so the counts below have something to hide.
+    f.store
+        .sync_permissions(&sys, &permission_rows())
+        .await
+        .unwrap();
+    org_with(
+        &*f.store,
+        "org_rt",
+        &[("usr_owner", 100), ("usr_member", 40)],
+    )
+    .await;
+    let owner = in_org("usr_owner", "org_rt");
+    f.store
+        .create_invitation(
+            &owner,
+            &invitation_row("inv_rt", "org_rt", "x@example.com", 20, 1),
+        )
+        .await
+        .unwrap();
+    f.store
+        .create_api_key(&owner, &key_row("key_rt", "org_rt", KeyKind::Service, 7, 1))
+        .await
+        .unwrap();
+    f.store
+        .add_activity(
+            &as_user("usr_member"),
+            &bastion_store::ActivityRow {
+                id: "act_rt".into(),
+                user_id: "usr_member".into(),
+                org_id: Some("org_rt".into()),
+                ts_ms: 1,
+                kind: "k".into(),
+                data: "{}".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let tenant_tables = [
+        "users",
+        "orgs",
+        "memberships",
+        "invitations",
+        "api_keys",
+        "activity_events",
+        "level_permissions",
+    ];
+
     // The attacker's way: the same credentials, by hand.
     let pool = sqlx::PgPool::connect(&format!("{url}?options=-csearch_path%3Dbastion"))
         .await
@@ -665,10 +712,12 @@ async fn r4_a_runtime_login_role_serves_through_the_owners_key_and_alone_sees_no
         denied(scalar("SELECT count(*) FROM bastion.scope_key").await),
         "the key is unreadable"
     );
-    assert!(
-        denied(scalar("SELECT count(*) FROM bastion.users").await),
-        "as itself: nothing"
-    );
+    for t in tenant_tables {
+        let n = sqlx::query_scalar::<_, i64>(&format!("SELECT count(*) FROM bastion.{t}"))
+            .fetch_one(&pool)
+            .await;
+        assert!(denied(n), "as itself: nothing in {t}");
+    }
     for stmt in [
         "ALTER TABLE bastion.users DISABLE ROW LEVEL SECURITY",
         "ALTER TABLE bastion.users NO FORCE ROW LEVEL SECURITY",
@@ -684,10 +733,21 @@ async fn r4_a_runtime_login_role_serves_through_the_owners_key_and_alone_sees_no
             .execute(&mut *tx)
             .await
             .unwrap();
-        let n: Result<i64, _> = sqlx::query_scalar("SELECT count(*) FROM bastion.users")
-            .fetch_one(&mut *tx)
-            .await;
-        assert!(denied(n), "{role} without a context");
+        for t in tenant_tables {
+            // A refused statement aborts the transaction: each count in its own savepoint.
+            sqlx::query("SAVEPOINT probe")
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            let n = sqlx::query_scalar::<_, i64>(&format!("SELECT count(*) FROM bastion.{t}"))
+                .fetch_one(&mut *tx)
+                .await;
+            assert!(denied(n), "{role} without a context: nothing in {t}");
+            sqlx::query("ROLLBACK TO SAVEPOINT probe")
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+        }
         tx.rollback().await.unwrap();
     }
     pool.close().await;
