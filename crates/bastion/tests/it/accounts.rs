@@ -234,6 +234,43 @@ async fn a1_a3_a7_u1_no_log_response_mail_or_database_holds_a_password_or_token_
     assert_eq!(s, 200);
     let a3 = third["access_token"].as_str().unwrap().to_owned();
     let r3 = third["refresh_token"].as_str().unwrap().to_owned();
+    // R1/R6: an org, a service key used once, an invitation: the same rules hold for their
+    // secrets.
+    let (s, org) = call(
+        &mut t,
+        http.post(url("/v1/orgs"))
+            .bearer_auth(&a3)
+            .json(&json!({ "name": "Leak Check Inc" })),
+    )
+    .await;
+    assert_eq!(s, 201);
+    let org = org["id"].as_str().unwrap().to_owned();
+    let (s, key) = call(
+        &mut t,
+        http.post(url(&format!("/v1/orgs/{org}/api-keys")))
+            .bearer_auth(&a3)
+            .json(&json!({ "name": "backend", "kind": "service" })),
+    )
+    .await;
+    assert_eq!(s, 201);
+    let api_key = key["secret"].as_str().unwrap().to_owned();
+    let (s, _) = call(
+        &mut t,
+        http.get(url(&format!("/v1/orgs/{org}")))
+            .bearer_auth(&api_key),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let invitee = "invitee@example.com";
+    let (s, _) = call(
+        &mut t,
+        http.post(url(&format!("/v1/orgs/{org}/invitations")))
+            .bearer_auth(&api_key)
+            .json(&json!({ "email": invitee, "level": "viewer" })),
+    )
+    .await;
+    assert_eq!(s, 201);
+    let (invite_mail, invite) = srv.token(invitee, 1).await;
     let (s, _) = call(
         &mut t,
         http.post(url("/v1/me/password"))
@@ -296,6 +333,20 @@ async fn a1_a3_a7_u1_no_log_response_mail_or_database_holds_a_password_or_token_
         log.contains("TRACE") || log.contains("trace"),
         "the log ran at trace level"
     );
+    for action in ["org.created", "api_key.created", "member.invited"] {
+        assert!(
+            export
+                .lines()
+                .any(|l| l.contains(&format!("\"action\":\"{action}\""))
+                    && l.contains("\"category\":\"admin\"")),
+            "no {action} event"
+        );
+    }
+    // The API key: shown in the one response that created it, nowhere else.
+    assert_eq!(count(log.as_bytes(), &api_key), 0, "API key in the log");
+    assert_eq!(t.iter().filter(|r| r.contains(api_key.as_str())).count(), 1);
+    assert!(mails.iter().all(|(_, m)| !m.contains(api_key.as_str())));
+    assert_eq!(count(&db, &api_key), 0, "API key in the database");
 
     for p in passwords {
         assert_eq!(count(log.as_bytes(), p), 0, "password in the log");
@@ -307,7 +358,11 @@ async fn a1_a3_a7_u1_no_log_response_mail_or_database_holds_a_password_or_token_
         assert_eq!(count(&db, p), 0, "password in the database");
     }
     // A link token lives only in its own mail.
-    for (token, own) in [(&verify, &verify_mail), (&reset, &reset_mail)] {
+    for (token, own) in [
+        (&verify, &verify_mail),
+        (&reset, &reset_mail),
+        (&invite, &invite_mail),
+    ] {
         assert_eq!(count(log.as_bytes(), token), 0, "link token in the log");
         assert!(
             t.iter().all(|r| !r.contains(token.as_str())),
