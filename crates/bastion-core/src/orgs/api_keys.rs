@@ -3,7 +3,7 @@
 //! a password: its entropy makes a slow hash pointless), named, revocable, with a last-used
 //! time. Whether a request may use one (browser origin, rate limit) is the API's to decide.
 
-use bastion_store::{ApiKeyRow, KeyKind};
+use bastion_store::{API_KEY_TOUCH_MS, ApiKeyRow, KeyKind};
 use secrecy::{ExposeSecret, SecretString};
 
 use super::service::{Caller, OrgError, Orgs, SYSTEM, clean_name, new_id};
@@ -134,11 +134,12 @@ impl Orgs {
             .await?
             .filter(|k| k.revoked_ms.is_none() && k.kind == kind)
             .ok_or(OrgError::InvalidKey)?;
-        if let Err(e) = self
-            .store
-            .touch_api_key(&SYSTEM, &row.id, self.clock.now_ms())
-            .await
-        {
+        let now = self.clock.now_ms();
+        // The row just read says when use was last recorded: a busy key costs no write.
+        let recorded = row
+            .last_used_ms
+            .is_some_and(|t| now.saturating_sub(t) < API_KEY_TOUCH_MS);
+        if !recorded && let Err(e) = self.store.touch_api_key(&SYSTEM, &row.id, now).await {
             // Last-used is informational; the request itself is valid.
             tracing::warn!(error = %e, "could not record an API key's use");
         }
