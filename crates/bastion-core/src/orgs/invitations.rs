@@ -28,7 +28,11 @@ impl Orgs {
         let actor = access
             .level
             .ok_or_else(|| OrgError::Forbidden("members.invite".into()))?;
-        check_level_change(actor, None, Some(level), usize::MAX, false)?;
+        if let Err(e) = check_level_change(actor, None, Some(level), usize::MAX, false) {
+            return Err(self
+                .refused(&access, caller, "member.invite_refused", e.into())
+                .await);
+        }
         let now = self.clock.now_ms();
         if let AttemptDecision::Locked { until_ms } = self
             .store
@@ -107,7 +111,16 @@ impl Orgs {
             .ok_or(OrgError::NotFound)?;
         let level = super::service::level_of_value(inv.level)?;
         // Withdrawing an invitation is taking back a grant: the same rule as giving it.
-        check_level_change(actor, None, Some(level), usize::MAX, false)?;
+        if let Err(e) = check_level_change(actor, None, Some(level), usize::MAX, false) {
+            return Err(self
+                .refused(
+                    &access,
+                    caller,
+                    "member.invitation_revoke_refused",
+                    e.into(),
+                )
+                .await);
+        }
         if !self
             .store
             .revoke_invitation(&access.scope, org_id, id)

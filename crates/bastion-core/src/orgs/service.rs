@@ -184,7 +184,34 @@ impl Orgs {
         action: &str,
         details: serde_json::Value,
     ) {
-        let ev = AuditEvent::new(Category::Admin, action, Outcome::Success)
+        self.record(access, caller, action, Outcome::Success, details)
+            .await;
+    }
+
+    /// Records a member's refused attempt (a missing permission, a level rule) in the org's
+    /// trail, and passes the refusal on.
+    pub(super) async fn refused(
+        &self,
+        access: &Access,
+        caller: &Caller,
+        action: &str,
+        err: OrgError,
+    ) -> OrgError {
+        let details = serde_json::json!({ "reason": err.to_string() });
+        self.record(access, caller, action, Outcome::Denied, details)
+            .await;
+        err
+    }
+
+    async fn record(
+        &self,
+        access: &Access,
+        caller: &Caller,
+        action: &str,
+        outcome: Outcome,
+        details: serde_json::Value,
+    ) {
+        let ev = AuditEvent::new(Category::Admin, action, outcome)
             .actor(caller.actor())
             .org(access.org_id.clone())
             .details(details);
@@ -260,7 +287,10 @@ impl Orgs {
         if self.allows(&access, permission) {
             Ok(access)
         } else {
-            Err(OrgError::Forbidden(permission.to_owned()))
+            let err = OrgError::Forbidden(permission.to_owned());
+            Err(self
+                .refused(&access, caller, "permission.denied", err)
+                .await)
         }
     }
 
@@ -481,13 +511,12 @@ impl Orgs {
             .ok_or(OrgError::NotFound)?;
         let from = level_of(&target)?;
         let is_self = access.user_id.as_deref() == Some(user_id);
-        check_level_change(
-            actor,
-            Some(from),
-            to,
-            self.super_admins(access, from).await?,
-            is_self,
-        )?;
+        let supers = self.super_admins(access, from).await?;
+        if let Err(e) = check_level_change(actor, Some(from), to, supers, is_self) {
+            return Err(self
+                .refused(access, caller, "member.change_refused", e.into())
+                .await);
+        }
         let now = self.clock.now_ms();
         match self
             .store

@@ -596,6 +596,21 @@ async fn r2_escalation_is_refused_and_the_last_super_admin_stays() {
         ] {
             assert!(actions.contains(&a), "{a} missing from {actions:?}");
         }
+        // The refused attempts are there too, as denied.
+        for a in [
+            "member.invite_refused",
+            "member.change_refused",
+            "member.invitation_revoke_refused",
+            "permission.denied",
+        ] {
+            let ev = audit["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["action"] == a)
+                .unwrap_or_else(|| panic!("{a} missing from {actions:?}"));
+            assert_eq!(ev["outcome"], "denied", "{ev}");
+        }
     }
 }
 
