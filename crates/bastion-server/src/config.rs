@@ -547,6 +547,16 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(err.contains("Org Read"), "{err}");
+            // R6: the publishable set is read-only, checked at start-up.
+            assert!(map.publishable_allows("org.read"));
+            jail.create_file(
+                "bad3.toml",
+                "[permissions]\npublishable = [\"org.read\", \"members.invite\"]\n",
+            )?;
+            let err = Config::load(Some(Path::new("bad3.toml")), None, &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("members.invite"), "{err}");
             Ok(())
         });
     }
