@@ -102,6 +102,26 @@ async fn insert_member(conn: &mut PgConnection, m: &MemberRow) -> StoreResult<()
     Ok(())
 }
 
+impl PgStore {
+    /// An org's rows: `sql` binds the org id as `$1`; the policies decide what the scope sees.
+    async fn org_rows<T>(
+        &self,
+        scope: &Scope,
+        org_id: &str,
+        sql: &str,
+        map: fn(&PgRow) -> StoreResult<T>,
+    ) -> StoreResult<Vec<T>> {
+        let mut tx = self.begin(scope).await?;
+        let rows = sqlx::query(sql)
+            .bind(org_id)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        rows.iter().map(map).collect()
+    }
+}
+
 #[async_trait::async_trait]
 impl OrgStore for PgStore {
     async fn create_org(&self, scope: &Scope, o: &OrgRow, creator: &MemberRow) -> StoreResult<()> {
@@ -206,17 +226,10 @@ impl OrgStore for PgStore {
     }
 
     async fn members(&self, scope: &Scope, org_id: &str) -> StoreResult<Vec<MemberRow>> {
-        let mut tx = self.begin(scope).await?;
         let sql = format!(
             "SELECT {MEMBER_COLS} FROM memberships WHERE org_id = $1 ORDER BY level DESC, created_ms, user_id"
         );
-        let rows = sqlx::query(&sql)
-            .bind(org_id)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(db_err)?;
-        tx.commit().await.map_err(db_err)?;
-        rows.iter().map(member).collect()
+        self.org_rows(scope, org_id, &sql, member).await
     }
 
     async fn change_member(
@@ -290,17 +303,10 @@ impl OrgStore for PgStore {
     }
 
     async fn invitations(&self, scope: &Scope, org_id: &str) -> StoreResult<Vec<InvitationRow>> {
-        let mut tx = self.begin(scope).await?;
         let sql = format!(
             "SELECT {INVITATION_COLS} FROM invitations WHERE org_id = $1 ORDER BY created_ms DESC, id DESC"
         );
-        let rows = sqlx::query(&sql)
-            .bind(org_id)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(db_err)?;
-        tx.commit().await.map_err(db_err)?;
-        rows.iter().map(invitation).collect()
+        self.org_rows(scope, org_id, &sql, invitation).await
     }
 
     async fn revoke_invitation(&self, scope: &Scope, org_id: &str, id: &str) -> StoreResult<bool> {
@@ -384,17 +390,10 @@ impl OrgStore for PgStore {
     }
 
     async fn api_keys(&self, scope: &Scope, org_id: &str) -> StoreResult<Vec<ApiKeyRow>> {
-        let mut tx = self.begin(scope).await?;
         let sql = format!(
             "SELECT {KEY_COLS} FROM api_keys WHERE org_id = $1 ORDER BY created_ms DESC, id DESC"
         );
-        let rows = sqlx::query(&sql)
-            .bind(org_id)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(db_err)?;
-        tx.commit().await.map_err(db_err)?;
-        rows.iter().map(api_key).collect()
+        self.org_rows(scope, org_id, &sql, api_key).await
     }
 
     async fn revoke_api_key(

@@ -111,6 +111,30 @@ fn is_self_or_system(scope: &Scope, user_id: &str) -> bool {
     scope.is_system() || scope.user_id() == Some(user_id)
 }
 
+impl SqliteStore {
+    /// An org's rows: `sql` binds [`IN_ORG`]'s three parameters and nothing else; a scope that
+    /// cannot be inside the org gets none without a query.
+    async fn org_rows<T>(
+        &self,
+        scope: &Scope,
+        org_id: &str,
+        sql: &str,
+        map: fn(&SqliteRow) -> StoreResult<T>,
+    ) -> StoreResult<Vec<T>> {
+        let Some((kind, id)) = actor(scope, org_id) else {
+            return Ok(Vec::new());
+        };
+        let rows = sqlx::query(sql)
+            .bind(kind)
+            .bind(id)
+            .bind(org_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        rows.iter().map(map).collect()
+    }
+}
+
 #[async_trait::async_trait]
 impl OrgStore for SqliteStore {
     async fn create_org(&self, scope: &Scope, o: &OrgRow, creator: &MemberRow) -> StoreResult<()> {
@@ -243,21 +267,10 @@ impl OrgStore for SqliteStore {
     }
 
     async fn members(&self, scope: &Scope, org_id: &str) -> StoreResult<Vec<MemberRow>> {
-        let Some((kind, id)) = actor(scope, org_id) else {
-            return Ok(Vec::new());
-        };
         let sql = format!(
-            "SELECT {MEMBER_COLS} FROM memberships WHERE org_id = ?3 AND {IN_ORG} \
-             ORDER BY level DESC, created_ms, user_id"
+            "SELECT {MEMBER_COLS} FROM memberships WHERE org_id = ?3 AND {IN_ORG} ORDER BY level DESC, created_ms, user_id"
         );
-        let rows = sqlx::query(&sql)
-            .bind(kind)
-            .bind(id)
-            .bind(org_id)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_err)?;
-        rows.iter().map(member).collect()
+        self.org_rows(scope, org_id, &sql, member).await
     }
 
     async fn change_member(
@@ -341,21 +354,10 @@ impl OrgStore for SqliteStore {
     }
 
     async fn invitations(&self, scope: &Scope, org_id: &str) -> StoreResult<Vec<InvitationRow>> {
-        let Some((kind, id)) = actor(scope, org_id) else {
-            return Ok(Vec::new());
-        };
         let sql = format!(
-            "SELECT {INVITATION_COLS} FROM invitations WHERE org_id = ?3 AND {IN_ORG} \
-             ORDER BY created_ms DESC, id DESC"
+            "SELECT {INVITATION_COLS} FROM invitations WHERE org_id = ?3 AND {IN_ORG} ORDER BY created_ms DESC, id DESC"
         );
-        let rows = sqlx::query(&sql)
-            .bind(kind)
-            .bind(id)
-            .bind(org_id)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_err)?;
-        rows.iter().map(invitation).collect()
+        self.org_rows(scope, org_id, &sql, invitation).await
     }
 
     async fn revoke_invitation(
@@ -454,21 +456,10 @@ impl OrgStore for SqliteStore {
     }
 
     async fn api_keys(&self, scope: &Scope, org_id: &str) -> StoreResult<Vec<ApiKeyRow>> {
-        let Some((kind, id)) = actor(scope, org_id) else {
-            return Ok(Vec::new());
-        };
         let sql = format!(
-            "SELECT {KEY_COLS} FROM api_keys WHERE org_id = ?3 AND {IN_ORG} \
-             ORDER BY created_ms DESC, id DESC"
+            "SELECT {KEY_COLS} FROM api_keys WHERE org_id = ?3 AND {IN_ORG} ORDER BY created_ms DESC, id DESC"
         );
-        let rows = sqlx::query(&sql)
-            .bind(kind)
-            .bind(id)
-            .bind(org_id)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_err)?;
-        rows.iter().map(api_key).collect()
+        self.org_rows(scope, org_id, &sql, api_key).await
     }
 
     async fn revoke_api_key(

@@ -53,8 +53,6 @@ pub struct Access {
     pub scope: Scope,
     /// A member's level; a service key acts as an Admin; `None` for a publishable key.
     pub level: Option<Level>,
-    /// The acting user, when a user acts.
-    pub user_id: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -239,7 +237,6 @@ impl Orgs {
                     org_id: org_id.to_owned(),
                     scope,
                     level: Some(level_of(&member)?),
-                    user_id: Some(user_id.clone()),
                 })
             }
             Caller::Key(k) if k.org_id == org_id => Ok(Access {
@@ -253,7 +250,6 @@ impl Orgs {
                     KeyKind::Service => Some(Level::Admin),
                     KeyKind::Publishable => None,
                 },
-                user_id: None,
             }),
             Caller::Key(_) => Err(OrgError::NotFound),
         }
@@ -510,7 +506,7 @@ impl Orgs {
             .await?
             .ok_or(OrgError::NotFound)?;
         let from = level_of(&target)?;
-        let is_self = access.user_id.as_deref() == Some(user_id);
+        let is_self = access.scope.user_id() == Some(user_id);
         let supers = self.super_admins(access, from).await?;
         if let Err(e) = check_level_change(actor, Some(from), to, supers, is_self) {
             return Err(self
