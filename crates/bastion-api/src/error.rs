@@ -220,6 +220,44 @@ impl From<bastion_core::sessions::SessionError> for ApiError {
     }
 }
 
+impl From<bastion_core::vault::secrets::SecretError> for ApiError {
+    fn from(e: bastion_core::vault::secrets::SecretError) -> Self {
+        use bastion_core::vault::secrets::SecretError as E;
+        match e {
+            E::Org(org) => org.into(),
+            E::Invalid(detail) => ApiError::Invalid {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                code: "invalid_field",
+                detail,
+            },
+            E::Exists(what) => ApiError::Conflict {
+                code: if what == "project" {
+                    "project_exists"
+                } else {
+                    "secret_exists"
+                },
+                detail: e.to_string(),
+            },
+            // The cause (which key, which row) goes to the log and the audit trail, not the body.
+            E::Vault(cause) => {
+                tracing::error!(error = %cause, "a stored secret failed to open");
+                ApiError::Invalid {
+                    status: StatusCode::INTERNAL_SERVER_ERROR,
+                    code: "secret_unreadable",
+                    detail: "the stored value failed its integrity check and was not revealed"
+                        .into(),
+                }
+            }
+            E::AuditUnavailable => ApiError::Invalid {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                code: "audit_unavailable",
+                detail: e.to_string(),
+            },
+            E::Store(_) | E::Random => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
 impl From<bastion_core::orgs::OrgError> for ApiError {
     fn from(e: bastion_core::orgs::OrgError) -> Self {
         use bastion_core::orgs::{OrgError as E, RoleError as R};

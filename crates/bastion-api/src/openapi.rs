@@ -45,7 +45,15 @@ use utoipa::OpenApi;
         crate::routes::orgs::revoke_api_key,
         crate::routes::orgs::audit,
         crate::routes::orgs::add_activity,
-        crate::routes::orgs::activity
+        crate::routes::orgs::activity,
+        crate::routes::secrets::create_project,
+        crate::routes::secrets::projects,
+        crate::routes::secrets::delete_project,
+        crate::routes::secrets::create_secret,
+        crate::routes::secrets::secrets,
+        crate::routes::secrets::update_secret,
+        crate::routes::secrets::delete_secret,
+        crate::routes::secrets::reveal
     ),
     components(schemas(crate::error::Problem, crate::routes::health::HealthOut))
 )]

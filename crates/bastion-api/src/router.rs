@@ -8,7 +8,7 @@ use axum::Router;
 use axum::extract::{MatchedPath, Request};
 use axum::http::{self as http, HeaderName, HeaderValue, Response, StatusCode};
 use axum::middleware::{from_fn, from_fn_with_state, map_response};
-use axum::routing::{delete, get, patch, post};
+use axum::routing::{delete, get, patch, post, put};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
@@ -120,6 +120,26 @@ pub fn app(state: AppState, http: &HttpConfig, opts: AppOptions) -> Router {
             delete(routes::orgs::revoke_api_key),
         )
         .route("/v1/orgs/{org_id}/audit", get(routes::orgs::audit))
+        .route(
+            "/v1/orgs/{org_id}/projects",
+            get(routes::secrets::projects).post(routes::secrets::create_project),
+        )
+        .route(
+            "/v1/orgs/{org_id}/projects/{project_id}",
+            delete(routes::secrets::delete_project),
+        )
+        .route(
+            "/v1/orgs/{org_id}/projects/{project_id}/secrets",
+            get(routes::secrets::secrets).post(routes::secrets::create_secret),
+        )
+        .route(
+            "/v1/orgs/{org_id}/projects/{project_id}/secrets/{name}",
+            put(routes::secrets::update_secret).delete(routes::secrets::delete_secret),
+        )
+        .route(
+            "/v1/orgs/{org_id}/projects/{project_id}/secrets/{name}/reveal",
+            post(routes::secrets::reveal),
+        )
         .with_state(state);
     if let Some(extra) = extra {
         api = api.merge(extra);

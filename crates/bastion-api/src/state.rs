@@ -4,6 +4,7 @@ use bastion_core::accounts::Accounts;
 use bastion_core::keys::SharedKeyRing;
 use bastion_core::orgs::Orgs;
 use bastion_core::sessions::Sessions;
+use bastion_core::vault::secrets::Secrets;
 use bastion_store::Store;
 
 use crate::middleware::rate_limit::ApiKeyRateLimit;
@@ -21,6 +22,7 @@ pub struct AppState {
     pub accounts: Arc<Accounts>,
     pub sessions: Arc<Sessions>,
     pub orgs: Arc<Orgs>,
+    pub secrets: Arc<Secrets>,
     /// The per-API-key limiter; `None` when configured off.
     pub key_limit: Option<Arc<ApiKeyRateLimit>>,
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use aws_lc_rs::hmac;
 use bastion_crypto::CryptoError;
-use bastion_crypto::envelope::{DataKey, EnvelopeHeader};
+use bastion_crypto::envelope::DataKey;
 use bastion_crypto::jwt::{JwtAlgorithm, JwtSigningKey};
 use bastion_crypto::keyring::{Kek, KeyAlgorithm, Purpose, PurposeKey, WrappedKey};
 use bastion_crypto::master::MasterKey;
@@ -35,6 +35,12 @@ pub enum KeyError {
     Unknown(String),
     #[error("no usable {0} key in the key ring")]
     Missing(&'static str),
+    #[error("the new master key is the one in use; generate a new one")]
+    SameMasterKey,
+    #[error("{0} keys do not seal data; only data keys are retired (signing keys stay to verify)")]
+    NotRetirable(&'static str),
+    #[error("version {newest} is the newest {purpose} key; it cannot be retired (rotate first)")]
+    RetireNewest { purpose: &'static str, newest: u32 },
 }
 
 /// Choices for keys the ring creates.
@@ -91,6 +97,26 @@ fn row_of(w: WrappedKey, now_ms: i64) -> StoredKey {
         created_ms: now_ms,
         retired: false,
     }
+}
+
+fn wrapped_of(record: &StoredKey) -> Result<WrappedKey, KeyError> {
+    let unknown = || KeyError::Unknown(record.key_id.clone());
+    Ok(WrappedKey {
+        purpose: Purpose::parse(&record.purpose).ok_or_else(unknown)?,
+        version: record.version,
+        key_id: record.key_id.clone(),
+        algorithm: KeyAlgorithm::parse(&record.algorithm).ok_or_else(unknown)?,
+        wrapped: record.wrapped.clone(),
+        public_key: record.public_key.clone(),
+    })
+}
+
+/// Whether two master keys are the same key (compared by fingerprint, never by bytes).
+fn same_master(a: &MasterKey, b: &MasterKey) -> Result<bool, KeyError> {
+    Ok(bastion_crypto::ct_eq(
+        a.fingerprint()?.as_bytes(),
+        b.fingerprint()?.as_bytes(),
+    ))
 }
 
 async fn checked_kek(
@@ -152,18 +178,7 @@ impl KeyRing {
         }
         let mut entries = Vec::with_capacity(stored.len());
         for record in stored {
-            let unknown = || KeyError::Unknown(record.key_id.clone());
-            let purpose = Purpose::parse(&record.purpose).ok_or_else(unknown)?;
-            let algorithm = KeyAlgorithm::parse(&record.algorithm).ok_or_else(unknown)?;
-            let wrapped = WrappedKey {
-                purpose,
-                version: record.version,
-                key_id: record.key_id.clone(),
-                algorithm,
-                wrapped: record.wrapped.clone(),
-                public_key: record.public_key.clone(),
-            };
-            let key = kek.unwrap(&wrapped)?;
+            let key = kek.unwrap(&wrapped_of(&record)?)?;
             entries.push(RingEntry { record, key });
         }
         Ok(Arc::new(Self {
@@ -197,6 +212,37 @@ impl KeyRing {
         );
         store.insert_key(&SCOPE, &row).await?;
         Ok(row)
+    }
+
+    /// Re-wraps every purpose key under `new` and replaces the canary, in one transaction that
+    /// only commits while the database still holds `old`'s canary. Afterwards `old` opens
+    /// nothing and `new` opens everything; the keys themselves (and so every ciphertext and
+    /// signature) are unchanged. Returns how many keys were re-wrapped.
+    pub async fn rotate_master(
+        store: &dyn Store,
+        old: &MasterKey,
+        new: &MasterKey,
+        clock: &dyn Clock,
+    ) -> Result<usize, KeyError> {
+        if crate::keys::same_master(old, new)? {
+            return Err(KeyError::SameMasterKey);
+        }
+        let old_kek = checked_kek(store, old, clock).await?;
+        let old_canary = store.canary(&SCOPE).await?.ok_or(KeyError::MissingCanary)?;
+        let new_kek = Kek::from_master(new)?;
+        let mut rows = Vec::new();
+        for record in store.keys(&SCOPE).await? {
+            let wrapped = wrapped_of(&record)?;
+            let rewrapped = old_kek.rewrap(&new_kek, &wrapped)?;
+            rows.push(StoredKey {
+                wrapped: rewrapped.wrapped,
+                ..record
+            });
+        }
+        store
+            .replace_key_ring(&SCOPE, &old_canary, &new_kek.make_canary()?, &rows)
+            .await?;
+        Ok(rows.len())
     }
 
     fn newest(&self, purpose: Purpose) -> Option<&RingEntry> {
@@ -278,17 +324,12 @@ impl KeyRing {
         }
     }
 
-    /// The key of `purpose` named in `envelope`'s header, retired or not (so older data opens).
-    pub fn data_key_for(&self, purpose: Purpose, envelope: &[u8]) -> Result<&DataKey, KeyError> {
-        let header = EnvelopeHeader::parse(envelope)?;
-        self.entries
-            .iter()
-            .filter(|e| e.record.purpose == purpose.as_str())
-            .find_map(|e| match &e.key {
-                PurposeKey::Data(k) if k.key_id() == header.key_id => Some(k),
-                _ => None,
-            })
-            .ok_or(KeyError::Missing(purpose.as_str()))
+    /// The data key an envelope names (its header's key id), with its record.
+    pub fn entry_by_key_id(&self, key_id: &str) -> Option<&RingEntry> {
+        self.entries.iter().find(|e| match &e.key {
+            PurposeKey::Data(k) => k.key_id() == key_id,
+            _ => e.record.key_id == key_id,
+        })
     }
 
     /// Key records (no secrets) for `bastion keys status`.

@@ -12,5 +12,6 @@ pub mod mail;
 pub mod orgs;
 pub mod passwords;
 pub mod sessions;
+pub mod vault;
 
 pub use clock::{Clock, SystemClock};

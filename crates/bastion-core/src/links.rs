@@ -121,7 +121,10 @@ impl MagicLinks {
         template: impl for<'a> FnOnce(&'a str) -> Template<'a>,
     ) -> Result<(), LinkError> {
         let (url, row) = self.mint(purpose, subject, email)?;
-        let mail = self.mailer.prepare(email, &template(url.expose_secret()))?;
+        let mail = self
+            .mailer
+            .prepare(email, &template(url.expose_secret()))
+            .await?;
         self.store.insert_link(&SCOPE, &row, Some(&mail)).await?;
         self.mailer.queued();
         Ok(())

@@ -27,6 +27,16 @@ pub enum Purpose {
     Refresh,
     /// AES-256-GCM keys that seal queued email, which may carry a magic link.
     Mail,
+    /// AES-256-GCM keys that seal org project secrets.
+    Secrets,
+    /// AES-256-GCM keys that seal tokens of connected integrations.
+    Integrations,
+    /// AES-256-GCM keys that seal OAuth refresh tokens from social sign-in providers.
+    OauthTokens,
+    /// AES-256-GCM keys that seal AI-provider API keys.
+    AiKeys,
+    /// AES-256-GCM keys that seal webhook signing secrets.
+    Webhooks,
 }
 
 /// The algorithm of one key.
@@ -64,6 +74,11 @@ impl Purpose {
         Purpose::Tokens,
         Purpose::Refresh,
         Purpose::Mail,
+        Purpose::Secrets,
+        Purpose::Integrations,
+        Purpose::OauthTokens,
+        Purpose::AiKeys,
+        Purpose::Webhooks,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -72,7 +87,17 @@ impl Purpose {
             Self::Tokens => "tokens",
             Self::Refresh => "refresh",
             Self::Mail => "mail",
+            Self::Secrets => "secrets",
+            Self::Integrations => "integrations",
+            Self::OauthTokens => "oauth_tokens",
+            Self::AiKeys => "ai_keys",
+            Self::Webhooks => "webhooks",
         }
+    }
+
+    /// Whether this purpose's keys seal data (AES-256-GCM envelopes), so rewrap and retire apply.
+    pub fn seals_data(self) -> bool {
+        self.default_algorithm() == KeyAlgorithm::Aes256Gcm
     }
 
     pub fn parse(s: &str) -> Option<Self> {
@@ -85,7 +110,12 @@ impl Purpose {
             Self::Audit => KeyAlgorithm::Ed25519,
             Self::Tokens => KeyAlgorithm::Jwt(JwtAlgorithm::Rs256),
             Self::Refresh => KeyAlgorithm::HmacSha256,
-            Self::Mail => KeyAlgorithm::Aes256Gcm,
+            Self::Mail
+            | Self::Secrets
+            | Self::Integrations
+            | Self::OauthTokens
+            | Self::AiKeys
+            | Self::Webhooks => KeyAlgorithm::Aes256Gcm,
         }
     }
 
@@ -96,7 +126,15 @@ impl Purpose {
             (Self::Audit, KeyAlgorithm::Ed25519)
                 | (Self::Tokens, KeyAlgorithm::Jwt(_))
                 | (Self::Refresh, KeyAlgorithm::HmacSha256)
-                | (Self::Mail, KeyAlgorithm::Aes256Gcm)
+                | (
+                    Self::Mail
+                        | Self::Secrets
+                        | Self::Integrations
+                        | Self::OauthTokens
+                        | Self::AiKeys
+                        | Self::Webhooks,
+                    KeyAlgorithm::Aes256Gcm
+                )
         )
     }
 }
@@ -174,12 +212,15 @@ impl Kek {
                 m
             }
         };
-        let (key_id, public_key) = match open_material(purpose, algorithm, &prefix, &material)? {
+        let (key_id, public_key) = match open_material(purpose, algorithm, version, &material)? {
             PurposeKey::Signing(s) => (s.key_id().to_owned(), Some(s.public_key().to_vec())),
             PurposeKey::Jwt(j) => (j.kid().to_owned(), None),
             PurposeKey::Data(_) | PurposeKey::Mac(_) => {
-                let fp = crate::sha256(&[b"key-id".as_slice(), &material].concat());
-                (format!("{prefix}-{}", &hex::encode(fp)[..8]), None)
+                // Hashed incrementally so no unzeroized copy of the material is made.
+                let mut h = crate::Sha256::default();
+                h.update(b"key-id");
+                h.update(&material);
+                (format!("{prefix}-{}", &hex::encode(h.finish())[..8]), None)
             }
         };
         let wrapped = self.0.seal(
@@ -196,18 +237,26 @@ impl Kek {
         })
     }
 
+    /// Re-wraps `key` under `to` (master-key rotation): the key itself, its id and its version
+    /// stay; only the wrapping changes. The material never leaves zeroizing memory.
+    pub fn rewrap(&self, to: &Kek, key: &WrappedKey) -> Result<WrappedKey, CryptoError> {
+        let ctx = wrap_context(key.purpose, key.version, &key.key_id, key.algorithm);
+        let material = self.0.open(&ctx, &key.wrapped)?;
+        // Prove the material is what the record says before trusting it under the new key.
+        self.unwrap(key)?;
+        Ok(WrappedKey {
+            wrapped: to.0.seal(&ctx, &material)?,
+            ..key.clone()
+        })
+    }
+
     /// Unwraps a stored key; a key moved to another purpose, version, id or algorithm does not open.
     pub fn unwrap(&self, key: &WrappedKey) -> Result<PurposeKey, CryptoError> {
         let material = self.0.open(
             &wrap_context(key.purpose, key.version, &key.key_id, key.algorithm),
             &key.wrapped,
         )?;
-        let opened = open_material(
-            key.purpose,
-            key.algorithm,
-            &key_prefix(key.purpose, key.version),
-            &material,
-        )?;
+        let opened = open_material(key.purpose, key.algorithm, key.version, &material)?;
         let derived_id = match &opened {
             PurposeKey::Signing(s) => Some(s.key_id()),
             PurposeKey::Jwt(j) => Some(j.kid()),
@@ -223,15 +272,17 @@ impl Kek {
 fn open_material(
     purpose: Purpose,
     algorithm: KeyAlgorithm,
-    prefix: &str,
+    version: u32,
     material: &[u8],
 ) -> Result<PurposeKey, CryptoError> {
     if !purpose.accepts(algorithm) {
         return Err(CryptoError::BadKey("algorithm does not fit the purpose"));
     }
+    let prefix = &key_prefix(purpose, version);
     Ok(match algorithm {
         KeyAlgorithm::Ed25519 => PurposeKey::Signing(Ed25519Signer::from_seed(prefix, material)?),
-        KeyAlgorithm::Aes256Gcm => PurposeKey::Data(DataKey::new(prefix, 1, material)?),
+        // The envelope names the key `<purpose>-v<N>` and carries N, so a reader finds it by id.
+        KeyAlgorithm::Aes256Gcm => PurposeKey::Data(DataKey::new(prefix, version, material)?),
         KeyAlgorithm::HmacSha256 => {
             PurposeKey::Mac(Box::new(hmac::Key::new(hmac::HMAC_SHA256, material)))
         }

@@ -37,6 +37,7 @@ pub struct Config {
     pub tls: TlsConfig,
     pub tokens: TokensConfig,
     pub auth: AuthConfig,
+    pub keys: KeysConfig,
     pub audit: AuditConfig,
     pub email: EmailConfig,
     pub cleanup: CleanupConfig,
@@ -44,6 +45,12 @@ pub struct Config {
     pub permissions: std::collections::BTreeMap<String, Vec<String>>,
     pub security_txt: SecurityTxtConfig,
     pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct KeysConfig {
+    pub reload_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
@@ -263,6 +270,9 @@ impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
         self.database()?;
+        if self.keys.reload_secs == 0 {
+            return bad("keys.reload_secs must be at least 1".into());
+        }
         let migrate_ok = self.database_migrate_url.is_empty()
             || (matches!(self.database()?, DatabaseUrl::Postgres(_))
                 && self.database_migrate_url.starts_with("postgres"));

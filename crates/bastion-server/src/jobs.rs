@@ -56,17 +56,18 @@ pub async fn sweep_key_limiter(kl: Arc<ApiKeyRateLimit>, mut shutdown: watch::Re
     }
 }
 
-/// Every minute: reloads the key ring (rotations made by the CLI or another node), and rotates
+/// Every `reload` (a minute by default): reloads the key ring (rotations made by the CLI or another node), and rotates
 /// the token-signing key once it is `rotate_after_days` old (SPEC A5; 0 = never). Two nodes
 /// rotating at once collide on the version's uniqueness and one of them simply reloads.
 pub async fn key_ring_upkeep(
     bastion: Arc<crate::Bastion>,
     rotate_after_days: u64,
+    reload: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let max_age_ms =
         i64::try_from(rotate_after_days.saturating_mul(86_400_000)).unwrap_or(i64::MAX);
-    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    let mut tick = tokio::time::interval(reload);
     tick.tick().await;
     loop {
         tokio::select! {

@@ -44,23 +44,7 @@ pub async fn resolve(
     }
     let path = data_dir.join(FILE_NAME);
     if path.exists() {
-        let mode = std::fs::metadata(&path)
-            .map_err(|e| StartupError::MasterKey(format!("{}: {e}", path.display())))?
-            .permissions()
-            .mode();
-        if mode & 0o077 != 0 {
-            return Err(StartupError::MasterKey(format!(
-                "{} is readable by other users (mode {:o}); run `chmod 600` on it",
-                path.display(),
-                mode & 0o777
-            )));
-        }
-        let text = zeroize::Zeroizing::new(
-            std::fs::read_to_string(&path)
-                .map_err(|e| StartupError::MasterKey(format!("{}: {e}", path.display())))?,
-        );
-        let key = MasterKey::parse(&text)
-            .map_err(|e| StartupError::MasterKey(format!("{}: {e}", path.display())))?;
+        let key = read_key_file(&path)?;
         return Ok((key, MasterKeySource::File(path)));
     }
     if bastion_core::keys::is_initialised(store)
@@ -78,7 +62,44 @@ pub async fn resolve(
     Ok((key, MasterKeySource::Generated(path)))
 }
 
-fn write_key_file(path: &Path, key: &MasterKey) -> Result<(), StartupError> {
+/// Reads a master key file, refusing one that other users can read.
+pub fn read_key_file(path: &Path) -> Result<MasterKey, StartupError> {
+    let mode = std::fs::metadata(path)
+        .map_err(|e| StartupError::MasterKey(format!("{}: {e}", path.display())))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        return Err(StartupError::MasterKey(format!(
+            "{} is readable by other users (mode {:o}); run `chmod 600` on it",
+            path.display(),
+            mode & 0o777
+        )));
+    }
+    let text = zeroize::Zeroizing::new(
+        std::fs::read_to_string(path)
+            .map_err(|e| StartupError::MasterKey(format!("{}: {e}", path.display())))?,
+    );
+    MasterKey::parse(&text).map_err(|e| StartupError::MasterKey(format!("{}: {e}", path.display())))
+}
+
+/// Replaces the key file at `path` with `key`: written beside it, synced, then renamed over
+/// it, so a crash leaves either the old file or the new one, never a torn one.
+pub fn replace_key_file(path: &Path, key: &MasterKey) -> Result<(), StartupError> {
+    let tmp = path.with_extension("key.next");
+    // A leftover from a crashed attempt holds no key in use: the rename never happened.
+    let _ = std::fs::remove_file(&tmp);
+    write_key_file(&tmp, key)?;
+    std::fs::rename(&tmp, path)
+        .map_err(|e| StartupError::MasterKey(format!("replacing {}: {e}", path.display())))?;
+    if let Some(dir) = path.parent() {
+        // Persist the rename itself.
+        let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+    }
+    Ok(())
+}
+
+/// Writes `key` to a new 0600 file (never overwriting one).
+pub fn write_key_file(path: &Path, key: &MasterKey) -> Result<(), StartupError> {
     let err =
         |e: std::io::Error| StartupError::MasterKey(format!("writing {}: {e}", path.display()));
     // create_new: never overwrite a key another process just wrote.

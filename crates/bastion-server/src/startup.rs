@@ -17,6 +17,8 @@ use bastion_core::mail::{Branding, DispatchPolicy, Mailer};
 use bastion_core::orgs::{OrgDeps, Orgs};
 use bastion_core::passwords::{PasswordHashing, PasswordRules};
 use bastion_core::sessions::{SessionPolicy, Sessions};
+use bastion_core::vault::Vault;
+use bastion_core::vault::secrets::Secrets;
 use bastion_core::{Clock, SystemClock};
 use bastion_crypto::keyring::Purpose;
 use bastion_crypto::master::MasterKey;
@@ -53,6 +55,8 @@ pub enum StartupError {
 pub struct Bastion {
     pub store: Arc<dyn Store>,
     pub keys: Arc<SharedKeyRing>,
+    /// Seals and opens every stored secret, under the ring's purpose keys.
+    pub vault: Arc<Vault>,
     pub audit: Arc<AuditLog>,
     pub clock: Arc<dyn Clock>,
     pub master_key_source: MasterKeySource,
@@ -84,9 +88,11 @@ impl Bastion {
             clock.clone(),
             cfg.audit.checkpoint_every_events,
         ));
+        let vault = Arc::new(Vault::new(keys.clone(), store.clone()));
         Ok(Self {
             store,
             keys,
+            vault,
             audit,
             clock,
             master_key_source: source,
@@ -107,6 +113,21 @@ impl Bastion {
         .await?;
         self.keys.replace(ring);
         Ok(())
+    }
+
+    /// Re-wraps every purpose key under `new` (atomically) and, when the master key in use came
+    /// from the data directory's file, replaces that file with `new`. Returns how many keys were
+    /// re-wrapped. With `BASTION_MASTER_KEY`, the operator must set the new value before the
+    /// next start: the old key no longer opens the key ring.
+    pub async fn rotate_master(&self, new: &MasterKey) -> Result<usize, StartupError> {
+        let n = KeyRing::rotate_master(self.store.as_ref(), &self.master, new, self.clock.as_ref())
+            .await?;
+        if let MasterKeySource::File(path) | MasterKeySource::Generated(path) =
+            &self.master_key_source
+        {
+            master_key::replace_key_file(path, new)?;
+        }
+        Ok(n)
     }
 
     /// Adds the next version of `purpose`'s key and reloads the ring.
@@ -184,6 +205,7 @@ pub async fn run_with_routes(
         accounts: services.accounts.clone(),
         sessions: services.sessions.clone(),
         orgs: services.orgs.clone(),
+        secrets: services.secrets.clone(),
         key_limit: key_limit.clone(),
         store: bastion.store.clone(),
         security_txt,
@@ -264,6 +286,7 @@ pub async fn run_with_routes(
     tasks.spawn(jobs::key_ring_upkeep(
         bastion.clone(),
         cfg.tokens.rotate_after_days,
+        Duration::from_secs(cfg.keys.reload_secs.max(1)),
         stop_rx.clone(),
     ));
     bastion
@@ -298,6 +321,7 @@ pub struct AuthServices {
     pub mailer: Arc<Mailer>,
     pub cleanup: Arc<Cleanup>,
     pub orgs: Arc<Orgs>,
+    pub secrets: Arc<Secrets>,
 }
 
 fn ms(secs: u64) -> i64 {
@@ -367,7 +391,7 @@ pub fn auth_services(b: &Bastion, cfg: &Config) -> Result<AuthServices, StartupE
     let e = &cfg.email;
     let mailer = Arc::new(Mailer::new(
         b.store.clone(),
-        b.keys.clone(),
+        b.vault.clone(),
         b.clock.clone(),
         Branding {
             product: e.product_name.clone(),
@@ -422,12 +446,20 @@ pub fn auth_services(b: &Bastion, cfg: &Config) -> Result<AuthServices, StartupE
             batch: cfg.cleanup.batch_size,
         },
     ));
+    let secrets = Arc::new(Secrets::new(
+        orgs.clone(),
+        b.store.clone(),
+        b.vault.clone(),
+        b.audit.clone(),
+        b.clock.clone(),
+    ));
     Ok(AuthServices {
         accounts,
         sessions,
         mailer,
         cleanup,
         orgs,
+        secrets,
     })
 }
 

@@ -18,6 +18,7 @@ mod accounts;
 mod context;
 mod links_mail;
 mod orgs;
+mod vault;
 
 use context::ScopeKey;
 

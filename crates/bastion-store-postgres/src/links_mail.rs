@@ -11,12 +11,14 @@ use crate::{PgStore, db_err, require_system};
 
 async fn insert_mail(conn: &mut sqlx::PgConnection, m: &OutboundMail) -> StoreResult<()> {
     sqlx::query(
-        "INSERT INTO email_outbox (id, recipient, template, sealed, created_ms, next_attempt_ms) VALUES ($1, $2, $3, $4, $5, $5)",
+        "INSERT INTO email_outbox (id, recipient, template, sealed, sealed_key, created_ms, next_attempt_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $6)",
     )
     .bind(&m.id)
     .bind(&m.recipient)
     .bind(&m.template)
     .bind(&m.sealed)
+    .bind(&m.sealed_key)
     .bind(m.created_ms)
     .execute(&mut *conn)
     .await
@@ -146,7 +148,7 @@ impl MailStore for PgStore {
         require_system(scope)?;
         let mut tx = self.begin(scope).await?;
         sqlx::query(
-            "UPDATE email_outbox SET sent_ms = $1, sealed = '\\x'::bytea, lease_until_ms = 0, last_error = NULL WHERE id = $2",
+            "UPDATE email_outbox SET sent_ms = $1, sealed = '\\x'::bytea, sealed_key = NULL, lease_until_ms = 0, last_error = NULL WHERE id = $2",
         )
         .bind(now_ms)
         .bind(id)
@@ -172,7 +174,7 @@ impl MailStore for PgStore {
             )
             .bind(at),
             None => sqlx::query(
-                "UPDATE email_outbox SET failed_ms = $1, sealed = '\\x'::bytea, lease_until_ms = 0, last_error = $2 WHERE id = $3",
+                "UPDATE email_outbox SET failed_ms = $1, sealed = '\\x'::bytea, sealed_key = NULL, lease_until_ms = 0, last_error = $2 WHERE id = $3",
             )
             .bind(now_ms),
         };

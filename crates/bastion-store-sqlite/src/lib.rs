@@ -22,6 +22,7 @@ const INSERT_CHUNK: usize = 100;
 mod accounts;
 mod links_mail;
 mod orgs;
+mod vault;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 

@@ -10,12 +10,14 @@ use crate::{SqliteStore, db_err, require_system};
 
 async fn insert_mail(conn: &mut sqlx::SqliteConnection, m: &OutboundMail) -> StoreResult<()> {
     sqlx::query(
-        "INSERT INTO email_outbox (id, recipient, template, sealed, created_ms, next_attempt_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+        "INSERT INTO email_outbox (id, recipient, template, sealed, sealed_key, created_ms, next_attempt_ms) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
     )
     .bind(&m.id)
     .bind(&m.recipient)
     .bind(&m.template)
     .bind(&m.sealed)
+    .bind(&m.sealed_key)
     .bind(m.created_ms)
     .execute(&mut *conn)
     .await
@@ -137,7 +139,7 @@ impl MailStore for SqliteStore {
     async fn mail_sent(&self, scope: &Scope, id: &str, now_ms: i64) -> StoreResult<()> {
         require_system(scope)?;
         sqlx::query(
-            "UPDATE email_outbox SET sent_ms = ?, sealed = x'', lease_until_ms = 0, last_error = NULL WHERE id = ?",
+            "UPDATE email_outbox SET sent_ms = ?, sealed = x'', sealed_key = NULL, lease_until_ms = 0, last_error = NULL WHERE id = ?",
         )
         .bind(now_ms)
         .bind(id)
@@ -162,7 +164,7 @@ impl MailStore for SqliteStore {
             )
             .bind(at),
             None => sqlx::query(
-                "UPDATE email_outbox SET failed_ms = ?, sealed = x'', lease_until_ms = 0, last_error = ? WHERE id = ?",
+                "UPDATE email_outbox SET failed_ms = ?, sealed = x'', sealed_key = NULL, lease_until_ms = 0, last_error = ? WHERE id = ?",
             )
             .bind(now_ms),
         };

@@ -13,7 +13,8 @@ use std::sync::Arc;
 use crate::{
     API_KEY_TOUCH_MS, ActivityRow, ApiKeyRow, AttemptDecision, ChainHead, CheckpointRecord,
     InvitationRow, KeyKind, MagicLinkRow, MemberChange, MemberRow, NewAuditEvent, OrgRow,
-    OutboundMail, Purgeable, Rotation, Scope, SessionRow, Store, StoreError, StoredKey,
+    OutboundMail, ProjectRow, Purgeable, Rewrapped, Rotation, Scope, SealedColumn, SealedCount,
+    SealedRow, SecretMeta, SecretRow, SecretUpdate, SessionRow, Store, StoreError, StoredKey,
     ThrottleRule, UserRow,
 };
 
@@ -617,6 +618,7 @@ fn mail(id: &str, now: i64) -> OutboundMail {
         recipient: "ada@example.com".into(),
         template: "verify_email".into(),
         sealed: vec![7; 40],
+        sealed_key: "mail-v1".into(),
         created_ms: now,
     }
 }
@@ -991,10 +993,10 @@ const NOW: i64 = 1_700_000_000_000;
 /// them; SQLite keeps none): what each level holds, level 0 being a publishable key.
 pub fn permission_rows() -> Vec<(i32, String)> {
     let adds: [(i32, &[&str]); 6] = [
-        (20, &["org.read", "members.read"]),
+        (20, &["org.read", "members.read", "projects.read"]),
         (30, &[]),
-        (40, &[]),
-        (60, &["members.invite"]),
+        (40, &["secrets.read"]),
+        (60, &["members.invite", "projects.write", "secrets.write"]),
         (
             80,
             &[
@@ -2136,6 +2138,1033 @@ pub async fn r1_org_audit_events_page_newest_first_within_their_org<S: Store>(st
     assert_eq!(all[0], chain[6], "as stored in the chain");
 }
 
+// Vault (SPEC S1: sensitive fields sealed at the application layer; S3: key rotation with
+// rewrap). Envelopes are arbitrary bytes here: the store never opens one.
+
+/// A project of `org` created at `NOW` by its Manager.
+pub fn project_row(id: &str, org: &str, name: &str) -> ProjectRow {
+    ProjectRow {
+        id: id.into(),
+        org_id: org.into(),
+        name: name.into(),
+        created_by: "usr_m".into(),
+        created_ms: NOW,
+    }
+}
+
+/// A new secret (version 1) of `project`, sealed under `key`.
+pub fn secret_row(id: &str, org: &str, project: &str, name: &str, key: &str) -> SecretRow {
+    SecretRow {
+        id: id.into(),
+        org_id: org.into(),
+        project_id: project.into(),
+        name: name.into(),
+        value_key: key.into(),
+        value: format!("sealed:{id}").into_bytes(),
+        version: 1,
+        created_ms: NOW,
+        updated_ms: NOW,
+        updated_by: "usr_m".into(),
+    }
+}
+
+fn meta_of(r: &SecretRow) -> SecretMeta {
+    SecretMeta {
+        id: r.id.clone(),
+        project_id: r.project_id.clone(),
+        name: r.name.clone(),
+        version: r.version,
+        created_ms: r.created_ms,
+        updated_ms: r.updated_ms,
+        updated_by: r.updated_by.clone(),
+    }
+}
+
+fn new_value(key: &str, value: &[u8], at: i64) -> SecretUpdate {
+    SecretUpdate {
+        value_key: key.into(),
+        value: value.to_vec(),
+        updated_ms: at,
+        updated_by: "usr_m".into(),
+    }
+}
+
+/// Due mail sealed under `key` (`""`: a message queued before key ids were kept).
+fn sealed_mail(id: &str, key: &str) -> OutboundMail {
+    OutboundMail {
+        id: id.into(),
+        recipient: "ada@example.com".into(),
+        template: "verify_email".into(),
+        sealed: format!("sealed:{id}").into_bytes(),
+        sealed_key: key.into(),
+        created_ms: NOW,
+    }
+}
+
+/// A data key of the ring as the key ring stores it (`<purpose>-v<N>-<8 hex>`).
+fn ring_key(purpose: &str, version: u32, key_id: &str) -> StoredKey {
+    StoredKey {
+        purpose: purpose.into(),
+        version,
+        key_id: key_id.into(),
+        algorithm: "AES-256-GCM".into(),
+        wrapped: format!("wrapped:{key_id}").into_bytes(),
+        public_key: None,
+        created_ms: NOW,
+        retired: false,
+    }
+}
+
+/// A rewrap of `row` to `key`: the new envelope tells where it came from.
+fn rewrap(row: &SealedRow, key: &str) -> Rewrapped {
+    Rewrapped {
+        row_id: row.row_id.clone(),
+        old: row.envelope.clone(),
+        key_id: key.into(),
+        new: [b"re:".as_slice(), &row.envelope].concat(),
+    }
+}
+
+/// Org A with its Super Admin `usr_a` and Manager `usr_m`, and the Manager's project `prj_1`;
+/// returns the Manager's scope.
+async fn vault_org<S: Store>(store: &S) -> Scope {
+    store
+        .sync_permissions(&SYS, &permission_rows())
+        .await
+        .unwrap();
+    org_with(store, "org_a", &[("usr_a", 100), ("usr_m", 60)]).await;
+    let m = in_org("usr_m", "org_a");
+    store
+        .create_project(&m, &project_row("prj_1", "org_a", "api"))
+        .await
+        .unwrap();
+    m
+}
+
+fn ids(rows: &[SealedRow]) -> Vec<&str> {
+    rows.iter().map(|r| r.row_id.as_str()).collect()
+}
+
+/// S1: projects and secrets reach only their org, whatever the scope names; names are unique
+/// per org (projects) and per project (secrets); an update bumps the version; lists show
+/// metadata only.
+pub async fn s1_secrets_are_org_scoped_and_listing_never_returns_a_value<S: Store>(store: Arc<S>) {
+    let a = vault_org(&*store).await;
+    org_with(&*store, "org_b", &[("usr_b", 100)]).await;
+    let b = in_org("usr_b", "org_b");
+    let api = project_row("prj_1", "org_a", "api");
+    let web = project_row("prj_2", "org_a", "web");
+    let b_api = project_row("prj_b", "org_b", "api");
+    store.create_project(&a, &web).await.unwrap();
+    store.create_project(&b, &b_api).await.unwrap();
+    assert!(
+        matches!(
+            store
+                .create_project(&a, &project_row("prj_3", "org_a", "api"))
+                .await,
+            Err(StoreError::Conflict(_))
+        ),
+        "a second project named api in org A"
+    );
+    assert_eq!(
+        store.projects(&a, "org_a").await.unwrap(),
+        [api.clone(), web.clone()],
+        "by name"
+    );
+    assert_eq!(
+        store.project(&a, "org_a", "prj_1").await.unwrap(),
+        Some(api)
+    );
+
+    let db = secret_row("sec_1", "org_a", "prj_1", "DB_URL", "secrets-v1");
+    let token = secret_row("sec_2", "org_a", "prj_1", "API_TOKEN", "secrets-v1");
+    let b_db = secret_row("sec_b", "org_b", "prj_b", "DB_URL", "secrets-v1");
+    store.insert_secret(&a, &db).await.unwrap();
+    store.insert_secret(&a, &token).await.unwrap();
+    store.insert_secret(&b, &b_db).await.unwrap();
+    assert!(matches!(
+        store
+            .insert_secret(
+                &a,
+                &secret_row("sec_3", "org_a", "prj_1", "DB_URL", "secrets-v1")
+            )
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    store
+        .insert_secret(
+            &a,
+            &secret_row("sec_4", "org_a", "prj_2", "DB_URL", "secrets-v1"),
+        )
+        .await
+        .unwrap();
+    // Another org's project (even under a name it holds there) or none: not found, so a member
+    // of A learns nothing of B's names.
+    for project in ["prj_b", "prj_none"] {
+        assert!(
+            matches!(
+                store
+                    .insert_secret(
+                        &a,
+                        &secret_row("sec_5", "org_a", project, "DB_URL", "secrets-v1")
+                    )
+                    .await,
+                Err(StoreError::NotFound)
+            ),
+            "{project}"
+        );
+    }
+    assert_eq!(
+        store.secrets(&a, "org_a", "prj_1").await.unwrap(),
+        [meta_of(&token), meta_of(&db)],
+        "metadata only, by name"
+    );
+    assert_eq!(
+        store
+            .secret(&a, "org_a", "prj_1", "DB_URL")
+            .await
+            .unwrap()
+            .as_ref(),
+        Some(&db)
+    );
+    assert_eq!(
+        store.secret(&a, "org_a", "prj_1", "NOPE").await.unwrap(),
+        None
+    );
+
+    // Updates replace the value and bump the version.
+    for (i, expected) in [(1u8, 2u32), (2, 3)] {
+        assert_eq!(
+            store
+                .update_secret(
+                    &a,
+                    "org_a",
+                    "sec_1",
+                    &new_value("secrets-v2", &[i; 8], NOW + i64::from(i))
+                )
+                .await
+                .unwrap(),
+            Some(expected)
+        );
+    }
+    let updated = SecretRow {
+        value_key: "secrets-v2".into(),
+        value: vec![2; 8],
+        version: 3,
+        updated_ms: NOW + 2,
+        ..db.clone()
+    };
+    assert_eq!(
+        store.secret(&a, "org_a", "prj_1", "DB_URL").await.unwrap(),
+        Some(updated.clone())
+    );
+    assert_eq!(
+        store.secrets(&a, "org_a", "prj_1").await.unwrap(),
+        [meta_of(&token), meta_of(&updated)]
+    );
+    assert_eq!(
+        store
+            .update_secret(&a, "org_a", "sec_none", &new_value("secrets-v2", b"x", NOW))
+            .await
+            .unwrap(),
+        None
+    );
+
+    // Nothing of org B through any method: from A's scope, a scope claiming B, no org, none.
+    for scope in [
+        a.clone(),
+        in_org("usr_m", "org_b"),
+        as_user("usr_m"),
+        Scope::Anonymous,
+    ] {
+        assert!(
+            store.projects(&scope, "org_b").await.unwrap().is_empty(),
+            "{scope:?}"
+        );
+        // Naming B, or naming A with B's ids.
+        for org in ["org_b", "org_a"] {
+            let at = format!("{scope:?} naming {org}");
+            assert_eq!(
+                store.project(&scope, org, "prj_b").await.unwrap(),
+                None,
+                "{at}"
+            );
+            assert!(
+                store
+                    .secrets(&scope, org, "prj_b")
+                    .await
+                    .unwrap()
+                    .is_empty(),
+                "{at}"
+            );
+            assert_eq!(
+                store.secret(&scope, org, "prj_b", "DB_URL").await.unwrap(),
+                None,
+                "{at}"
+            );
+            assert_eq!(
+                store
+                    .update_secret(&scope, org, "sec_b", &new_value("secrets-v9", b"evil", NOW))
+                    .await
+                    .unwrap(),
+                None,
+                "{at}"
+            );
+            assert!(
+                !store
+                    .delete_secret(&scope, org, "prj_b", "DB_URL")
+                    .await
+                    .unwrap(),
+                "{at}"
+            );
+            assert!(
+                !store.delete_project(&scope, org, "prj_b").await.unwrap(),
+                "{at}"
+            );
+        }
+        assert!(
+            matches!(
+                store
+                    .create_project(&scope, &project_row("prj_x", "org_b", "evil"))
+                    .await,
+                Err(StoreError::Forbidden)
+            ),
+            "{scope:?}"
+        );
+        assert!(
+            matches!(
+                store
+                    .insert_secret(
+                        &scope,
+                        &secret_row("sec_x", "org_b", "prj_b", "EVIL", "secrets-v1")
+                    )
+                    .await,
+                Err(StoreError::Forbidden)
+            ),
+            "{scope:?}"
+        );
+    }
+    assert_eq!(store.projects(&SYS, "org_b").await.unwrap(), [b_api]);
+    assert_eq!(
+        store.secret(&b, "org_b", "prj_b", "DB_URL").await.unwrap(),
+        Some(b_db.clone()),
+        "org B's secret is untouched"
+    );
+
+    // Deleting a secret: once.
+    assert!(
+        store
+            .delete_secret(&a, "org_a", "prj_1", "API_TOKEN")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .delete_secret(&a, "org_a", "prj_1", "API_TOKEN")
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.secrets(&a, "org_a", "prj_1").await.unwrap(),
+        [meta_of(&updated)]
+    );
+
+    // An org's service key acts there like its Admins.
+    store
+        .create_api_key(
+            &in_org("usr_a", "org_a"),
+            &key_row("key_s", "org_a", KeyKind::Service, 1, NOW),
+        )
+        .await
+        .unwrap();
+    let svc = key_scope("key_s", "org_a", KeyKind::Service);
+    store
+        .create_project(&svc, &project_row("prj_k", "org_a", "ci"))
+        .await
+        .unwrap();
+    store
+        .insert_secret(
+            &svc,
+            &secret_row("sec_k", "org_a", "prj_k", "TOKEN", "secrets-v2"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.secrets(&svc, "org_a", "prj_k").await.unwrap().len(),
+        1
+    );
+    assert!(store.projects(&svc, "org_b").await.unwrap().is_empty());
+}
+
+/// S1: deleting a project deletes its secrets (and frees its name); deleting the org deletes
+/// its projects and their secrets.
+pub async fn s1_deleting_a_project_or_its_org_takes_its_secrets_along<S: Store>(store: Arc<S>) {
+    let m = vault_org(&*store).await;
+    store
+        .create_project(&m, &project_row("prj_2", "org_a", "web"))
+        .await
+        .unwrap();
+    for (id, project, name) in [
+        ("sec_1", "prj_1", "A"),
+        ("sec_2", "prj_1", "B"),
+        ("sec_3", "prj_1", "C"),
+        ("sec_4", "prj_2", "A"),
+    ] {
+        store
+            .insert_secret(&m, &secret_row(id, "org_a", project, name, "secrets-v1"))
+            .await
+            .unwrap();
+    }
+    assert!(store.delete_project(&m, "org_a", "prj_1").await.unwrap());
+    assert!(!store.delete_project(&m, "org_a", "prj_1").await.unwrap());
+    assert_eq!(store.project(&SYS, "org_a", "prj_1").await.unwrap(), None);
+    assert!(
+        store
+            .secrets(&SYS, "org_a", "prj_1")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.secret(&SYS, "org_a", "prj_1", "A").await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store.sealed_counts(&SYS).await.unwrap(),
+        [SealedCount {
+            column: SealedColumn::SecretValue,
+            key_id: "secrets-v1".into(),
+            rows: 1
+        }],
+        "no secret of the deleted project is left behind"
+    );
+    // The name and the secret names are free again.
+    store
+        .create_project(&m, &project_row("prj_3", "org_a", "api"))
+        .await
+        .unwrap();
+    store
+        .insert_secret(
+            &m,
+            &secret_row("sec_5", "org_a", "prj_3", "A", "secrets-v1"),
+        )
+        .await
+        .unwrap();
+    assert!(
+        store
+            .delete_org(&in_org("usr_a", "org_a"), "org_a")
+            .await
+            .unwrap()
+    );
+    assert!(store.projects(&SYS, "org_a").await.unwrap().is_empty());
+    assert!(store.sealed_counts(&SYS).await.unwrap().is_empty());
+}
+
+/// S3: a rewrap writes a new envelope only where the row still holds the one it read, so a
+/// value written (or mail delivered) meanwhile wins; the count says what changed.
+pub async fn s3_replace_sealed_writes_only_rows_that_still_hold_the_old_envelope<S: Store>(
+    store: Arc<S>,
+) {
+    let m = vault_org(&*store).await;
+    for i in 1..=3 {
+        store
+            .insert_secret(
+                &m,
+                &secret_row(
+                    &format!("sec_{i}"),
+                    "org_a",
+                    "prj_1",
+                    &format!("S{i}"),
+                    "secrets-v1",
+                ),
+            )
+            .await
+            .unwrap();
+    }
+    let batch = store
+        .sealed_batch(&SYS, SealedColumn::SecretValue, "secrets-v2", None, 10)
+        .await
+        .unwrap();
+    assert_eq!(ids(&batch), ["sec_1", "sec_2", "sec_3"]);
+    // A user writes sec_2 after the batch was read.
+    assert_eq!(
+        store
+            .update_secret(
+                &m,
+                "org_a",
+                "sec_2",
+                &new_value("secrets-v2", b"users", NOW + 5)
+            )
+            .await
+            .unwrap(),
+        Some(2)
+    );
+    let rewrapped: Vec<Rewrapped> = batch.iter().map(|r| rewrap(r, "secrets-v2")).collect();
+    assert_eq!(
+        store
+            .replace_sealed(&SYS, SealedColumn::SecretValue, &rewrapped)
+            .await
+            .unwrap(),
+        2,
+        "the row written meanwhile is not counted"
+    );
+    for i in [1, 3] {
+        let id = format!("sec_{i}");
+        let mut expected = secret_row(&id, "org_a", "prj_1", &format!("S{i}"), "secrets-v2");
+        expected.value = [b"re:".as_slice(), format!("sealed:{id}").as_bytes()].concat();
+        assert_eq!(
+            store
+                .secret(&m, "org_a", "prj_1", &format!("S{i}"))
+                .await
+                .unwrap(),
+            Some(expected),
+            "rewrapped in place: same version, same update time"
+        );
+    }
+    let kept = store
+        .secret(&m, "org_a", "prj_1", "S2")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (kept.value.as_slice(), kept.version),
+        (b"users".as_slice(), 2)
+    );
+    assert_eq!(
+        store
+            .replace_sealed(&SYS, SealedColumn::SecretValue, &rewrapped)
+            .await
+            .unwrap(),
+        0,
+        "a replay finds no old envelope"
+    );
+    assert_eq!(
+        store
+            .replace_sealed(&SYS, SealedColumn::SecretValue, &[])
+            .await
+            .unwrap(),
+        0
+    );
+
+    // Mail: a message delivered meanwhile keeps its emptied body.
+    for id in ["mail_1", "mail_2"] {
+        store
+            .enqueue_mail(&SYS, &sealed_mail(id, "mail-v1"))
+            .await
+            .unwrap();
+    }
+    let batch = store
+        .sealed_batch(&SYS, SealedColumn::MailBody, "mail-v2", None, 10)
+        .await
+        .unwrap();
+    assert_eq!(ids(&batch), ["mail_1", "mail_2"]);
+    store.mail_sent(&SYS, "mail_2", NOW + 1).await.unwrap();
+    let rewrapped: Vec<Rewrapped> = batch.iter().map(|r| rewrap(r, "mail-v2")).collect();
+    assert_eq!(
+        store
+            .replace_sealed(&SYS, SealedColumn::MailBody, &rewrapped)
+            .await
+            .unwrap(),
+        1
+    );
+    let claimed = store.claim_mail(&SYS, NOW + 10, 60_000, 10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].id, "mail_1");
+    assert_eq!(claimed[0].sealed, b"re:sealed:mail_1");
+    assert_eq!(
+        store.sealed_counts(&SYS).await.unwrap(),
+        [
+            SealedCount {
+                column: SealedColumn::MailBody,
+                key_id: "mail-v2".into(),
+                rows: 1
+            },
+            SealedCount {
+                column: SealedColumn::SecretValue,
+                key_id: "secrets-v2".into(),
+                rows: 3
+            }
+        ]
+    );
+}
+
+/// S3: rewrap pages through rows by id, skipping rows already under the current key and
+/// mail whose body is gone; a message of unknown key ('') is rewrapped too.
+pub async fn s3_sealed_batch_pages_by_row_id_and_skips_current_key_and_empty_mail<S: Store>(
+    store: Arc<S>,
+) {
+    let m = vault_org(&*store).await;
+    // Inserted out of order: pages follow the row id.
+    for i in [7, 1, 5, 3, 2, 6, 4] {
+        let key = if i % 3 == 0 {
+            "secrets-v2"
+        } else {
+            "secrets-v1"
+        };
+        store
+            .insert_secret(
+                &m,
+                &secret_row(
+                    &format!("sec_{i:02}"),
+                    "org_a",
+                    "prj_1",
+                    &format!("S{i}"),
+                    key,
+                ),
+            )
+            .await
+            .unwrap();
+    }
+    let page = |after: Option<&'static str>| {
+        let store = store.clone();
+        async move {
+            store
+                .sealed_batch(&SYS, SealedColumn::SecretValue, "secrets-v2", after, 2)
+                .await
+                .unwrap()
+        }
+    };
+    let first = page(None).await;
+    assert_eq!(ids(&first), ["sec_01", "sec_02"]);
+    assert_eq!(
+        first[0],
+        SealedRow {
+            row_id: "sec_01".into(),
+            key_id: "secrets-v1".into(),
+            envelope: b"sealed:sec_01".to_vec()
+        }
+    );
+    assert_eq!(ids(&page(Some("sec_02")).await), ["sec_04", "sec_05"]);
+    assert_eq!(ids(&page(Some("sec_05")).await), ["sec_07"]);
+    assert!(page(Some("sec_07")).await.is_empty());
+
+    for (id, key) in [
+        ("mail_1", "mail-v1"),
+        ("mail_2", "mail-v2"),
+        ("mail_3", "mail-v1"),
+        ("mail_4", "mail-v1"),
+        ("mail_5", "mail-v1"),
+        ("mail_6", ""),
+    ] {
+        store
+            .enqueue_mail(&SYS, &sealed_mail(id, key))
+            .await
+            .unwrap();
+    }
+    store.mail_sent(&SYS, "mail_3", NOW + 1).await.unwrap();
+    store
+        .mail_failed(&SYS, "mail_4", NOW + 1, None, "mailbox unavailable")
+        .await
+        .unwrap();
+    store
+        .mail_failed(&SYS, "mail_5", NOW + 1, Some(NOW + 60_000), "try later")
+        .await
+        .unwrap();
+    let mail = store
+        .sealed_batch(&SYS, SealedColumn::MailBody, "mail-v2", None, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        mail.iter()
+            .map(|r| (r.row_id.as_str(), r.key_id.as_str()))
+            .collect::<Vec<_>>(),
+        [("mail_1", "mail-v1"), ("mail_5", "mail-v1"), ("mail_6", "")]
+    );
+    assert_eq!(mail[2].envelope, b"sealed:mail_6");
+    assert_eq!(
+        ids(&store
+            .sealed_batch(&SYS, SealedColumn::MailBody, "mail-v2", Some("mail_1"), 1)
+            .await
+            .unwrap()),
+        ["mail_5"]
+    );
+}
+
+/// S3: a key is retired only once no row of the given columns is sealed by it (nor by an
+/// unknown key); key ids are the envelopes' `<purpose>-v<N>`.
+pub async fn s3_retire_refuses_while_a_row_is_sealed_by_the_key<S: Store>(store: Arc<S>) {
+    for key in [
+        ring_key("secrets", 1, "secrets-v1-abcdef12"),
+        ring_key("secrets", 2, "secrets-v2-12345678"),
+        ring_key("mail", 1, "mail-v1-0badf00d"),
+        ring_key("mail", 2, "mail-v2-feedbeef"),
+    ] {
+        store.insert_key(&SYS, &key).await.unwrap();
+    }
+    let retired = |store: Arc<S>| async move {
+        store
+            .keys(&SYS)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|k| k.retired)
+            .map(|k| k.key_id)
+            .collect::<Vec<_>>()
+    };
+    let m = vault_org(&*store).await;
+    for (id, name, key) in [("sec_1", "A", "secrets-v1"), ("sec_2", "B", "secrets-v2")] {
+        store
+            .insert_secret(&m, &secret_row(id, "org_a", "prj_1", name, key))
+            .await
+            .unwrap();
+    }
+    store
+        .enqueue_mail(&SYS, &sealed_mail("mail_1", "mail-v1"))
+        .await
+        .unwrap();
+    let v1 = ["secrets-v1".to_owned()];
+    for columns in [&[SealedColumn::SecretValue][..], SealedColumn::ALL] {
+        assert!(
+            matches!(
+                store.retire_keys(&SYS, columns, &v1).await,
+                Err(StoreError::Conflict(_))
+            ),
+            "{columns:?}"
+        );
+    }
+    assert!(retired(store.clone()).await.is_empty(), "nothing retired");
+
+    // Rewrapped, the key goes; the mail key's message does not hold back a secrets key.
+    let rows = store
+        .sealed_batch(&SYS, SealedColumn::SecretValue, "secrets-v2", None, 10)
+        .await
+        .unwrap();
+    let rewrapped: Vec<Rewrapped> = rows.iter().map(|r| rewrap(r, "secrets-v2")).collect();
+    assert_eq!(
+        store
+            .replace_sealed(&SYS, SealedColumn::SecretValue, &rewrapped)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .retire_keys(&SYS, &[SealedColumn::SecretValue], &v1)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(retired(store.clone()).await, ["secrets-v1-abcdef12"]);
+
+    // Pending mail holds its key; delivered mail does not.
+    let mail_v1 = ["mail-v1".to_owned()];
+    assert!(matches!(
+        store
+            .retire_keys(&SYS, &[SealedColumn::MailBody], &mail_v1)
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    store.mail_sent(&SYS, "mail_1", NOW + 1).await.unwrap();
+    assert_eq!(
+        store
+            .retire_keys(&SYS, &[SealedColumn::MailBody], &mail_v1)
+            .await
+            .unwrap(),
+        1
+    );
+    // A message whose key could not be told may be sealed by any key of its column.
+    store
+        .enqueue_mail(&SYS, &sealed_mail("mail_2", ""))
+        .await
+        .unwrap();
+    let mail_v2 = ["mail-v2".to_owned()];
+    assert!(matches!(
+        store
+            .retire_keys(&SYS, &[SealedColumn::MailBody], &mail_v2)
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    store
+        .mail_failed(&SYS, "mail_2", NOW + 2, None, "mailbox unavailable")
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .retire_keys(&SYS, &[SealedColumn::MailBody], &mail_v2)
+            .await
+            .unwrap(),
+        1
+    );
+    let mut now_retired = retired(store.clone()).await;
+    now_retired.sort_unstable();
+    assert_eq!(
+        now_retired,
+        [
+            "mail-v1-0badf00d",
+            "mail-v2-feedbeef",
+            "secrets-v1-abcdef12"
+        ]
+    );
+    assert_eq!(
+        store
+            .retire_keys(&SYS, SealedColumn::ALL, &[])
+            .await
+            .unwrap(),
+        0
+    );
+}
+
+/// S3: a master-key rotation replaces the canary and every wrapped key together, or nothing:
+/// not over a canary another rotation changed, not with a key the ring lacks, not leaving one
+/// of the ring's keys out.
+pub async fn s3_replace_key_ring_is_all_or_nothing_and_checks_the_canary<S: Store>(store: Arc<S>) {
+    store.init_canary(&SYS, b"canary-1", NOW).await.unwrap();
+    let data = ring_key("secrets", 1, "secrets-v1-abcdef12");
+    let signing = StoredKey {
+        purpose: "audit".into(),
+        version: 1,
+        key_id: "audit-v1-0011".into(),
+        algorithm: "Ed25519".into(),
+        wrapped: vec![2; 8],
+        public_key: Some(vec![4; 32]),
+        created_ms: NOW,
+        retired: true,
+    };
+    store.insert_key(&SYS, &data).await.unwrap();
+    store.insert_key(&SYS, &signing).await.unwrap();
+    let before = store.keys(&SYS).await.unwrap();
+    let rw = |k: &StoredKey| StoredKey {
+        wrapped: [b"new:".as_slice(), &k.wrapped].concat(),
+        ..k.clone()
+    };
+    let unchanged = |store: Arc<S>, before: Vec<StoredKey>, why: &'static str| async move {
+        assert_eq!(
+            store.canary(&SYS).await.unwrap().as_deref(),
+            Some(b"canary-1".as_slice()),
+            "{why}"
+        );
+        assert_eq!(store.keys(&SYS).await.unwrap(), before, "{why}");
+    };
+    assert!(matches!(
+        store
+            .replace_key_ring(&SYS, b"canary-0", b"canary-2", &[rw(&data), rw(&signing)])
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    unchanged(store.clone(), before.clone(), "stale canary").await;
+    let stray = StoredKey {
+        version: 9,
+        ..rw(&data)
+    };
+    assert!(
+        store
+            .replace_key_ring(
+                &SYS,
+                b"canary-1",
+                b"canary-2",
+                &[rw(&data), rw(&signing), stray]
+            )
+            .await
+            .is_err()
+    );
+    unchanged(store.clone(), before.clone(), "a key the ring lacks").await;
+    assert!(
+        store
+            .replace_key_ring(&SYS, b"canary-1", b"canary-2", &[rw(&data), rw(&data)])
+            .await
+            .is_err()
+    );
+    unchanged(store.clone(), before.clone(), "a key given twice").await;
+    assert!(
+        store
+            .replace_key_ring(&SYS, b"canary-1", b"canary-2", &[rw(&data)])
+            .await
+            .is_err()
+    );
+    unchanged(store.clone(), before.clone(), "a key left out").await;
+
+    store
+        .replace_key_ring(&SYS, b"canary-1", b"canary-2", &[rw(&signing), rw(&data)])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.canary(&SYS).await.unwrap().as_deref(),
+        Some(b"canary-2".as_slice())
+    );
+    assert_eq!(
+        store.keys(&SYS).await.unwrap(),
+        [rw(&signing), rw(&data)],
+        "every key re-wrapped, nothing else changed"
+    );
+    assert!(matches!(
+        store
+            .replace_key_ring(&SYS, b"canary-1", b"canary-3", &[data.clone(), signing])
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+}
+
+/// S1: concurrent reservations under one key add up exactly, each seeing its own total.
+pub async fn s1_encryption_reservations_are_atomic_under_concurrency<S: Store>(store: Arc<S>) {
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let s = store.clone();
+        tasks.push(tokio::spawn(async move {
+            s.reserve_encryptions(&SYS, "secrets-v1", 100)
+                .await
+                .unwrap()
+        }));
+    }
+    let mut totals = Vec::new();
+    for t in tasks {
+        totals.push(t.await.unwrap());
+    }
+    totals.sort_unstable();
+    assert_eq!(totals, (1..=20).map(|i| i * 100).collect::<Vec<u64>>());
+    assert_eq!(
+        store.reserve_encryptions(&SYS, "mail-v1", 5).await.unwrap(),
+        5
+    );
+    assert_eq!(
+        store.encryptions(&SYS).await.unwrap(),
+        [("mail-v1".to_owned(), 5), ("secrets-v1".to_owned(), 2000)]
+    );
+}
+
+/// S1: status counts each sealed column's rows per key, mail without a body left out.
+pub async fn s1_sealed_counts_group_rows_by_key<S: Store>(store: Arc<S>) {
+    assert!(store.sealed_counts(&SYS).await.unwrap().is_empty());
+    let m = vault_org(&*store).await;
+    for (id, name, key) in [
+        ("sec_1", "A", "secrets-v1"),
+        ("sec_2", "B", "secrets-v2"),
+        ("sec_3", "C", "secrets-v1"),
+    ] {
+        store
+            .insert_secret(&m, &secret_row(id, "org_a", "prj_1", name, key))
+            .await
+            .unwrap();
+    }
+    for (id, key) in [
+        ("mail_1", "mail-v1"),
+        ("mail_2", "mail-v2"),
+        ("mail_3", "mail-v1"),
+        ("mail_4", ""),
+    ] {
+        store
+            .enqueue_mail(&SYS, &sealed_mail(id, key))
+            .await
+            .unwrap();
+    }
+    store.mail_sent(&SYS, "mail_3", NOW + 1).await.unwrap();
+    let count = |column, key: &str, rows| SealedCount {
+        column,
+        key_id: key.into(),
+        rows,
+    };
+    let mut counts = store.sealed_counts(&SYS).await.unwrap();
+    counts.sort_by_key(|c| (format!("{:?}", c.column), c.key_id.clone()));
+    assert_eq!(
+        counts,
+        [
+            count(SealedColumn::MailBody, "", 1),
+            count(SealedColumn::MailBody, "mail-v1", 1),
+            count(SealedColumn::MailBody, "mail-v2", 1),
+            count(SealedColumn::SecretValue, "secrets-v1", 2),
+            count(SealedColumn::SecretValue, "secrets-v2", 1),
+        ]
+    );
+}
+
+/// The vault's system paths (budget, status, rewrap, retirement, master-key rotation) refuse
+/// every request scope, and change nothing for them.
+pub async fn s1_vault_system_paths_refuse_request_scopes<S: Store>(store: Arc<S>) {
+    let m = vault_org(&*store).await;
+    store
+        .insert_secret(
+            &m,
+            &secret_row("sec_1", "org_a", "prj_1", "A", "secrets-v1"),
+        )
+        .await
+        .unwrap();
+    store.init_canary(&SYS, b"canary-1", NOW).await.unwrap();
+    store
+        .insert_key(&SYS, &ring_key("secrets", 1, "secrets-v1-abcdef12"))
+        .await
+        .unwrap();
+    let row = store
+        .sealed_batch(&SYS, SealedColumn::SecretValue, "secrets-v2", None, 1)
+        .await
+        .unwrap();
+    let forbidden = |r: Result<(), StoreError>| matches!(r, Err(StoreError::Forbidden));
+    for scope in [
+        in_org("usr_a", "org_a"),
+        m.clone(),
+        as_user("usr_a"),
+        key_scope("key_s", "org_a", KeyKind::Service),
+        Scope::Anonymous,
+    ] {
+        let at = format!("{scope:?}");
+        assert!(
+            forbidden(
+                store
+                    .reserve_encryptions(&scope, "secrets-v1", 1)
+                    .await
+                    .map(|_| ())
+            ),
+            "{at}"
+        );
+        assert!(
+            forbidden(store.encryptions(&scope).await.map(|_| ())),
+            "{at}"
+        );
+        assert!(
+            forbidden(store.sealed_counts(&scope).await.map(|_| ())),
+            "{at}"
+        );
+        assert!(
+            forbidden(
+                store
+                    .sealed_batch(&scope, SealedColumn::SecretValue, "secrets-v2", None, 10)
+                    .await
+                    .map(|_| ())
+            ),
+            "{at}"
+        );
+        assert!(
+            forbidden(
+                store
+                    .replace_sealed(&scope, SealedColumn::SecretValue, &[rewrap(&row[0], "x")])
+                    .await
+                    .map(|_| ())
+            ),
+            "{at}"
+        );
+        assert!(
+            forbidden(
+                store
+                    .retire_keys(&scope, &[], &["secrets-v1".to_owned()])
+                    .await
+                    .map(|_| ())
+            ),
+            "{at}"
+        );
+        assert!(
+            forbidden(
+                store
+                    .replace_key_ring(&scope, b"canary-1", b"evil", &[])
+                    .await
+            ),
+            "{at}"
+        );
+    }
+    assert!(store.encryptions(&SYS).await.unwrap().is_empty());
+    assert_eq!(
+        store
+            .secret(&m, "org_a", "prj_1", "A")
+            .await
+            .unwrap()
+            .unwrap()
+            .value,
+        b"sealed:sec_1"
+    );
+    assert_eq!(
+        store.canary(&SYS).await.unwrap().as_deref(),
+        Some(b"canary-1".as_slice())
+    );
+    assert!(!store.keys(&SYS).await.unwrap()[0].retired);
+}
+
 /// Expands into one `#[tokio::test]` per conformance check (see the module docs for `$make`).
 #[macro_export]
 macro_rules! conformance_tests {
@@ -2161,7 +3190,16 @@ macro_rules! conformance_tests {
             r6_api_keys_are_found_by_hash_and_revoked_keys_lose_their_org,
             r5_private_activity_is_visible_to_its_user_only,
             r4_a_scope_inside_org_a_sees_nothing_of_org_b,
-            r1_org_audit_events_page_newest_first_within_their_org
+            r1_org_audit_events_page_newest_first_within_their_org,
+            s1_secrets_are_org_scoped_and_listing_never_returns_a_value,
+            s1_deleting_a_project_or_its_org_takes_its_secrets_along,
+            s3_replace_sealed_writes_only_rows_that_still_hold_the_old_envelope,
+            s3_sealed_batch_pages_by_row_id_and_skips_current_key_and_empty_mail,
+            s3_retire_refuses_while_a_row_is_sealed_by_the_key,
+            s3_replace_key_ring_is_all_or_nothing_and_checks_the_canary,
+            s1_encryption_reservations_are_atomic_under_concurrency,
+            s1_sealed_counts_group_rows_by_key,
+            s1_vault_system_paths_refuse_request_scopes
         );
     };
     (@each $make:expr; $($name:ident),*) => {

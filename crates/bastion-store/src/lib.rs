@@ -13,6 +13,7 @@ pub mod lockout;
 pub mod mail;
 pub mod orgs;
 mod scope;
+pub mod vault;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -29,6 +30,10 @@ pub use orgs::{
     OrgStore,
 };
 pub use scope::{KeyKind, Scope};
+pub use vault::{
+    ProjectRow, Rewrapped, SealedColumn, SealedCount, SealedRow, SecretMeta, SecretRow,
+    SecretStore, SecretUpdate, VaultStore,
+};
 
 /// Errors of the storage layer. Messages never contain row contents.
 #[derive(Debug, thiserror::Error)]
@@ -69,7 +74,9 @@ pub trait Store:
     + MagicLinkStore
     + MailStore
     + OrgStore
+    + SecretStore
     + SessionStore
+    + VaultStore
     + Send
     + Sync
     + 'static

@@ -13,6 +13,8 @@ pub struct OutboundMail {
     /// Which template rendered it (for operators; carries nothing secret).
     pub template: String,
     pub sealed: Vec<u8>,
+    /// The id of the key that sealed it, as the envelope names it (see [`crate::SealedColumn`]).
+    pub sealed_key: String,
     pub created_ms: i64,
 }
 

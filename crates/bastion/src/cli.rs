@@ -121,13 +121,45 @@ pub struct HealthcheckArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
-    /// Show the key ring: purposes, versions, key ids (never key material).
+    /// Show the key ring (purposes, versions, key ids; never key material), the rows each data
+    /// key seals and the encryptions each has used.
     Status,
-    /// Add the next version of a purpose's key (audit, tokens, refresh, mail); new work uses it,
-    /// older versions keep verifying.
+    /// Add the next version of a purpose's key; new work uses it, older versions keep opening
+    /// and verifying until rewrapped and retired.
     Rotate {
         #[arg(long)]
         purpose: String,
+    },
+    /// Re-seal rows sealed by older data keys under the newest one, online, in batches.
+    /// Resumable: run it again after an interruption and it continues where it stopped.
+    Rewrap {
+        /// Only this purpose's columns (default: every sealed column).
+        #[arg(long)]
+        purpose: Option<String>,
+        /// Rows per transaction.
+        #[arg(long, default_value_t = 500)]
+        batch: u32,
+        /// Pause between batches, to spare a busy database.
+        #[arg(long, default_value_t = 0)]
+        pause_ms: u64,
+    },
+    /// Retire every version of a data key below N; refused while a row still uses one.
+    Retire {
+        #[arg(long)]
+        purpose: String,
+        #[arg(long, value_name = "N")]
+        below_version: u32,
+    },
+    /// Re-wrap every purpose key under the master key in FILE, in one transaction; the
+    /// data-directory key file (if that is where the key comes from) is replaced with it.
+    RotateMaster {
+        #[arg(long, value_name = "FILE")]
+        new_key_file: PathBuf,
+    },
+    /// Write a fresh random master key to a new file (mode 0600), e.g. for rotate-master.
+    GenerateMaster {
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
     },
 }
 

@@ -5,13 +5,10 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use bastion_core::audit::{self, CheckpointFile};
-use bastion_crypto::keyring::Purpose;
 use bastion_server::config::{Config, DEFAULT_TOML};
 use bastion_server::{Bastion, telemetry};
 
-use crate::cli::{
-    AdminCommand, AuditCommand, Cli, Command, ConfigCommand, KeysCommand, TlsCommand,
-};
+use crate::cli::{AdminCommand, AuditCommand, Cli, Command, ConfigCommand, TlsCommand};
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     // Commands that need no configuration.
@@ -51,20 +48,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("migrations applied ({})", store.backend());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Keys(KeysCommand::Status) => keys_status(&cfg).await,
-        Command::Keys(KeysCommand::Rotate { purpose }) => {
-            let purpose = Purpose::parse(&purpose).with_context(|| {
-                let names: Vec<_> = Purpose::ALL.iter().map(|p| p.as_str()).collect();
-                format!("unknown purpose {purpose:?}; one of: {}", names.join(", "))
-            })?;
-            let b = Bastion::open(&cfg).await?;
-            let k = b.rotate_key(purpose).await?;
-            println!(
-                "{} key rotated: version {} ({}, {}); running servers pick it up within a minute",
-                k.purpose, k.version, k.key_id, k.algorithm
-            );
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Keys(cmd) => crate::keys::run(&cfg, cmd).await,
         Command::Audit(cmd) => audit_command(&cfg, cmd).await,
         Command::Cleanup { dry_run } => {
             let b = Bastion::open(&cfg).await?;
@@ -101,40 +85,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Config(_) | Command::Healthcheck(_) | Command::Tls(_) => Ok(ExitCode::SUCCESS),
     }
-}
-
-async fn keys_status(cfg: &Config) -> anyhow::Result<ExitCode> {
-    let b = Bastion::open(cfg).await?;
-    println!(
-        "master key: {} (fingerprint {})",
-        b.master_key_source,
-        b.keys.current().master_fingerprint()
-    );
-    println!(
-        "backend:    {} ({:?})",
-        b.store.backend(),
-        b.store.isolation()
-    );
-    println!(
-        "{:<10} {:>7}  {:<28} {:<12} {:<8} created",
-        "purpose", "version", "key id", "algorithm", "state"
-    );
-    let ring = b.keys.current();
-    for k in ring.records() {
-        let created = time::OffsetDateTime::from_unix_timestamp(k.created_ms / 1000)
-            .ok()
-            .and_then(|t| {
-                t.format(&time::format_description::well_known::Rfc3339)
-                    .ok()
-            })
-            .unwrap_or_default();
-        let state = if k.retired { "retired" } else { "active" };
-        println!(
-            "{:<10} {:>7}  {:<28} {:<12} {:<8} {created}",
-            k.purpose, k.version, k.key_id, k.algorithm, state
-        );
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
 async fn audit_command(cfg: &Config, cmd: AuditCommand) -> anyhow::Result<ExitCode> {

@@ -3,6 +3,7 @@
 mod cli;
 mod commands;
 mod healthcheck;
+mod keys;
 
 use clap::Parser;
 

@@ -3,4 +3,17 @@
 pub mod auth;
 pub mod health;
 pub mod orgs;
+pub mod secrets;
 pub mod well_known;
+
+use crate::ApiError;
+
+/// Ids Bastion issues are `<prefix>_<32 hex>`; anything else cannot exist (and could not be
+/// carried in a signed scope), so it is answered 404 without a query.
+pub(crate) fn path_id<'a>(raw: &'a str, prefix: &str) -> Result<&'a str, ApiError> {
+    let ok = raw
+        .strip_prefix(prefix)
+        .and_then(|r| r.strip_prefix('_'))
+        .is_some_and(|hex| hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit()));
+    if ok { Ok(raw) } else { Err(ApiError::NotFound) }
+}

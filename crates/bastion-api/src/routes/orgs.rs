@@ -10,18 +10,9 @@ use bastion_store::{ApiKeyRow, InvitationRow, KeyKind, MemberRow, OrgRow};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
+use super::path_id as id;
 use crate::extract::{Auth, JsonBody, OrgAuth};
 use crate::{ApiError, AppState};
-
-/// Ids Bastion issues are `<prefix>_<32 hex>`; anything else cannot exist (and could not be
-/// carried in a signed scope), so it is answered 404 without a query.
-fn id<'a>(raw: &'a str, prefix: &str) -> Result<&'a str, ApiError> {
-    let ok = raw
-        .strip_prefix(prefix)
-        .and_then(|r| r.strip_prefix('_'))
-        .is_some_and(|hex| hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit()));
-    if ok { Ok(raw) } else { Err(ApiError::NotFound) }
-}
 
 /// A level as a name (`"admin"`) or a number (`80`).
 #[derive(Deserialize, utoipa::ToSchema)]

@@ -7,17 +7,16 @@ mod templates;
 
 use std::sync::Arc;
 
-use bastion_crypto::envelope::context;
-use bastion_crypto::keyring::Purpose;
-use bastion_store::{ClaimedMail, OutboundMail, Scope, Store, StoreError};
+use bastion_store::{ClaimedMail, OutboundMail, Scope, SealedColumn, Store, StoreError};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
-use zeroize::{Zeroize, ZeroizeOnDrop};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 pub use templates::{Branding, Template};
 
 use crate::Clock;
-use crate::keys::{KeyError, SharedKeyRing};
+use crate::keys::KeyError;
+use crate::vault::{Field, Vault, VaultError};
 
 const SCOPE: Scope = Scope::System("mail");
 
@@ -61,8 +60,10 @@ pub enum MailError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Keys(#[from] KeyError),
-    #[error("mail could not be sealed or opened")]
-    Crypto(#[from] bastion_crypto::CryptoError),
+    #[error("mail could not be sealed or opened: {0}")]
+    Vault(#[from] VaultError),
+    #[error("no randomness for a message id")]
+    Random,
     #[error("mail could not be encoded")]
     Encoding,
 }
@@ -119,28 +120,24 @@ pub struct DispatchReport {
 
 pub struct Mailer {
     store: Arc<dyn Store>,
-    keys: Arc<SharedKeyRing>,
+    vault: Arc<Vault>,
     clock: Arc<dyn Clock>,
     branding: Branding,
     policy: DispatchPolicy,
     wake: Notify,
 }
 
-fn seal_context(id: &str) -> Vec<u8> {
-    context(&["mail", "email_outbox", "sealed", id])
-}
-
 impl Mailer {
     pub fn new(
         store: Arc<dyn Store>,
-        keys: Arc<SharedKeyRing>,
+        vault: Arc<Vault>,
         clock: Arc<dyn Clock>,
         branding: Branding,
         policy: DispatchPolicy,
     ) -> Self {
         Self {
             store,
-            keys,
+            vault,
             clock,
             branding,
             policy,
@@ -149,28 +146,31 @@ impl Mailer {
     }
 
     /// Renders `template` for `to` and seals it into an outbox row (not yet stored).
-    pub fn prepare(&self, to: &str, template: &Template<'_>) -> Result<OutboundMail, MailError> {
+    pub async fn prepare(
+        &self,
+        to: &str,
+        template: &Template<'_>,
+    ) -> Result<OutboundMail, MailError> {
         let message = template.render(&self.branding, to);
-        let id = crate::ids::new_id("mail")?;
-        let mut plain = serde_json::to_vec(&message).map_err(|_| MailError::Encoding)?;
+        let id = crate::ids::new_id("mail").map_err(|_| MailError::Random)?;
+        let plain = Zeroizing::new(serde_json::to_vec(&message).map_err(|_| MailError::Encoding)?);
         let sealed = self
-            .keys
-            .current()
-            .data_key(Purpose::Mail)?
-            .seal(&seal_context(&id), &plain);
-        plain.zeroize();
+            .vault
+            .seal(&Field::of(SealedColumn::MailBody, &id), &plain)
+            .await?;
         Ok(OutboundMail {
             id,
             recipient: to.to_owned(),
             template: template.name().to_owned(),
-            sealed: sealed?,
+            sealed: sealed.envelope,
+            sealed_key: sealed.key_id,
             created_ms: self.clock.now_ms(),
         })
     }
 
     /// Queues a message that carries no link.
     pub async fn enqueue(&self, to: &str, template: &Template<'_>) -> Result<(), MailError> {
-        let mail = self.prepare(to, template)?;
+        let mail = self.prepare(to, template).await?;
         self.store.enqueue_mail(&SCOPE, &mail).await?;
         self.queued();
         Ok(())
@@ -187,9 +187,9 @@ impl Mailer {
     }
 
     fn open(&self, mail: &ClaimedMail) -> Result<Message, MailError> {
-        let ring = self.keys.current();
-        let key = ring.data_key_for(Purpose::Mail, &mail.sealed)?;
-        let plain = key.open(&seal_context(&mail.id), &mail.sealed)?;
+        let plain = self
+            .vault
+            .open(&Field::of(SealedColumn::MailBody, &mail.id), &mail.sealed)?;
         serde_json::from_slice(&plain).map_err(|_| MailError::Encoding)
     }
 

@@ -13,6 +13,7 @@ use bastion_core::mail::{
 };
 use bastion_core::passwords::{PasswordHashing, PasswordRules};
 use bastion_core::sessions::{Device, SessionPolicy, Sessions};
+use bastion_core::vault::Vault;
 use bastion_core::{Clock, SystemClock};
 use bastion_crypto::master::MasterKey;
 use bastion_crypto::password::PasswordPolicy;
@@ -107,9 +108,10 @@ async fn env(postgres: bool) -> Option<Env> {
         dyn_clock.clone(),
         SessionPolicy::default(),
     ));
+    let vault = Arc::new(Vault::new(keys, store.clone()));
     let mailer = Arc::new(Mailer::new(
         store.clone(),
-        keys,
+        vault,
         dyn_clock.clone(),
         Branding {
             product: "Bastion".into(),

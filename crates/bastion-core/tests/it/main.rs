@@ -4,3 +4,4 @@
 mod accounts;
 mod keys;
 mod sessions;
+mod vault;

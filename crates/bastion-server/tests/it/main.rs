@@ -11,6 +11,7 @@ mod links;
 mod listeners;
 mod orgs;
 mod rate_limit;
+mod secrets;
 mod tls;
 mod tokens;
 

@@ -11,7 +11,7 @@ use crate::{assert_problem, client};
 
 /// The same server on SQLite and (when configured) PostgreSQL. These tests send hundreds of
 /// requests from one address: the per-IP limit is off so only what is tested can refuse.
-async fn backends(tweak: fn(&mut bastion_server::Config)) -> Vec<TestApp> {
+pub(crate) async fn backends(tweak: fn(&mut bastion_server::Config)) -> Vec<TestApp> {
     let tweak = move |c: &mut bastion_server::Config| {
         c.rate_limit.per_ip_per_second = 0;
         tweak(c);
@@ -32,7 +32,7 @@ async fn backends(tweak: fn(&mut bastion_server::Config)) -> Vec<TestApp> {
 }
 
 /// One request with `auth` as the Authorization header (and an Origin header if asked).
-async fn call(
+pub(crate) async fn call(
     app: &TestApp,
     method: Method,
     path: &str,
@@ -48,23 +48,23 @@ async fn call(
     req.send().await.unwrap()
 }
 
-async fn ok_json(res: reqwest::Response, status: u16) -> Value {
+pub(crate) async fn ok_json(res: reqwest::Response, status: u16) -> Value {
     let got = res.status().as_u16();
     let body: Value = res.json().await.unwrap_or(Value::Null);
     assert_eq!(got, status, "{body}");
     body
 }
 
-fn bearer(tokens: &Value) -> String {
+pub(crate) fn bearer(tokens: &Value) -> String {
     format!("Bearer {}", tokens["access_token"].as_str().unwrap())
 }
 
-async fn user_id(app: &TestApp, auth: &str) -> String {
+pub(crate) async fn user_id(app: &TestApp, auth: &str) -> String {
     let me = ok_json(call(app, Method::GET, "/v1/me", auth, None).await, 200).await;
     me["id"].as_str().unwrap().to_owned()
 }
 
-async fn create_org(app: &TestApp, auth: &str, name: &str) -> String {
+pub(crate) async fn create_org(app: &TestApp, auth: &str, name: &str) -> String {
     let org = ok_json(
         call(
             app,
@@ -82,7 +82,7 @@ async fn create_org(app: &TestApp, auth: &str, name: &str) -> String {
 }
 
 /// Signs `email` up, invites it into `org` at `level` and accepts: (auth header, user id).
-async fn member(
+pub(crate) async fn member(
     app: &TestApp,
     org: &str,
     inviter: &str,
@@ -121,7 +121,7 @@ async fn member(
     (auth, id)
 }
 
-async fn api_key(app: &TestApp, org: &str, auth: &str, kind: &str) -> (String, String) {
+pub(crate) async fn api_key(app: &TestApp, org: &str, auth: &str, kind: &str) -> (String, String) {
     let k = ok_json(
         call(
             app,
@@ -155,6 +155,7 @@ struct World {
     b_invitation: String,
     b_key: String,
     bob_session: String,
+    b_project: String,
 }
 
 async fn world(app: &TestApp) -> World {
@@ -189,6 +190,33 @@ async fn world(app: &TestApp) -> World {
     )
     .await;
     let (_, b_key) = api_key(app, &b, &bob, "service").await;
+    let b_project = ok_json(
+        call(
+            app,
+            Method::POST,
+            &format!("/v1/orgs/{b}/projects"),
+            &bob,
+            Some(json!({ "name": "b-prod" })),
+        )
+        .await,
+        201,
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    ok_json(
+        call(
+            app,
+            Method::POST,
+            &format!("/v1/orgs/{b}/projects/{b_project}/secrets"),
+            &bob,
+            Some(json!({ "name": "B_TOKEN", "value": "b-secret-value" })),
+        )
+        .await,
+        201,
+    )
+    .await;
     ok_json(
         call(
             app,
@@ -213,6 +241,7 @@ async fn world(app: &TestApp) -> World {
         b_invitation: inv["id"].as_str().unwrap().to_owned(),
         b_key,
         bob_session: bob_tokens["session_id"].as_str().unwrap().to_owned(),
+        b_project,
     }
 }
 
@@ -225,6 +254,11 @@ async fn b_snapshot(app: &TestApp, w: &World) -> Value {
         ("members", format!("/v1/orgs/{b}/members")),
         ("invitations", format!("/v1/orgs/{b}/invitations")),
         ("keys", format!("/v1/orgs/{b}/api-keys")),
+        ("projects", format!("/v1/orgs/{b}/projects")),
+        (
+            "secrets",
+            format!("/v1/orgs/{b}/projects/{}/secrets", w.b_project),
+        ),
     ] {
         let mut v = ok_json(call(app, Method::GET, &path, &w.bob, None).await, 200).await;
         // Last-used times move with legitimate use; everything else must not.
@@ -248,6 +282,18 @@ async fn b_snapshot(app: &TestApp, w: &World) -> Value {
             .map(|s| (s["id"].clone(), s["revoked"].clone()))
             .collect::<Vec<_>>()
     );
+    let reveal = call(
+        app,
+        Method::POST,
+        &format!(
+            "/v1/orgs/{b}/projects/{}/secrets/B_TOKEN/reveal",
+            w.b_project
+        ),
+        &w.bob,
+        Some(json!({ "reason": "snapshot for the attack suite" })),
+    )
+    .await;
+    out["secret_value"] = ok_json(reveal, 200).await["value"].clone();
     out["activity"] = ok_json(
         call(app, Method::GET, "/v1/me/activity", &w.bob, None).await,
         200,
@@ -263,6 +309,7 @@ async fn r4_attack_suite(app: &TestApp) {
     assert_eq!(before["activity"]["activity"].as_array().unwrap().len(), 1);
     let (a, b) = (&w.a, &w.b);
     let (bob_id, carol_id, inv, key) = (&w.bob_id, &w.carol_id, &w.b_invitation, &w.b_key);
+    let prj = &w.b_project;
     let get = Method::GET;
     let post = Method::POST;
     let patch = Method::PATCH;
@@ -313,6 +360,38 @@ async fn r4_attack_suite(app: &TestApp) {
         ),
         (del.clone(), format!("/v1/orgs/{b}/api-keys/{key}"), None),
         (get.clone(), format!("/v1/orgs/{b}/audit"), None),
+        (get.clone(), format!("/v1/orgs/{b}/projects"), None),
+        (
+            post.clone(),
+            format!("/v1/orgs/{b}/projects"),
+            Some(json!({ "name": "planted" })),
+        ),
+        (del.clone(), format!("/v1/orgs/{b}/projects/{prj}"), None),
+        (
+            get.clone(),
+            format!("/v1/orgs/{b}/projects/{prj}/secrets"),
+            None,
+        ),
+        (
+            post.clone(),
+            format!("/v1/orgs/{b}/projects/{prj}/secrets"),
+            Some(json!({ "name": "PLANTED", "value": "x" })),
+        ),
+        (
+            Method::PUT,
+            format!("/v1/orgs/{b}/projects/{prj}/secrets/B_TOKEN"),
+            Some(json!({ "value": "overwritten" })),
+        ),
+        (
+            del.clone(),
+            format!("/v1/orgs/{b}/projects/{prj}/secrets/B_TOKEN"),
+            None,
+        ),
+        (
+            post.clone(),
+            format!("/v1/orgs/{b}/projects/{prj}/secrets/B_TOKEN/reveal"),
+            Some(json!({ "reason": "just looking around" })),
+        ),
     ];
     // B's rows addressed through org A, where the attacker is a member: the answer must be
     // exactly the one for an id that exists nowhere (404, or 403 for lacking the permission
@@ -341,6 +420,33 @@ async fn r4_attack_suite(app: &TestApp) {
             del.clone(),
             format!("/v1/orgs/{a}/api-keys/{key}"),
             format!("/v1/orgs/{a}/api-keys/{}", nowhere("key")),
+            None,
+        ),
+        (
+            get.clone(),
+            format!("/v1/orgs/{a}/projects/{prj}/secrets"),
+            format!("/v1/orgs/{a}/projects/{}/secrets", nowhere("prj")),
+            None,
+        ),
+        (
+            post.clone(),
+            format!("/v1/orgs/{a}/projects/{prj}/secrets/B_TOKEN/reveal"),
+            format!(
+                "/v1/orgs/{a}/projects/{}/secrets/B_TOKEN/reveal",
+                nowhere("prj")
+            ),
+            Some(json!({ "reason": "just looking around" })),
+        ),
+        (
+            Method::PUT,
+            format!("/v1/orgs/{a}/projects/{prj}/secrets/B_TOKEN"),
+            format!("/v1/orgs/{a}/projects/{}/secrets/B_TOKEN", nowhere("prj")),
+            Some(json!({ "value": "overwritten" })),
+        ),
+        (
+            del.clone(),
+            format!("/v1/orgs/{a}/projects/{prj}"),
+            format!("/v1/orgs/{a}/projects/{}", nowhere("prj")),
             None,
         ),
     ];

@@ -7,19 +7,19 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    base: String,
+    pub(crate) base: String,
     dir: PathBuf,
     log: PathBuf,
 }
 
-fn http() -> reqwest::Client {
+pub(crate) fn http() -> reqwest::Client {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     reqwest::Client::new()
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -27,7 +27,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn command(dir: &Path) -> Command {
+pub(crate) fn command(dir: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_bastion"));
     for (k, _) in std::env::vars() {
         if k.starts_with("BASTION_") || k == "RUST_LOG" {
@@ -43,7 +43,7 @@ fn command(dir: &Path) -> Command {
 
 impl Server {
     /// `bastion serve` at TRACE level, its whole output kept in a file.
-    async fn start(dir: &Path) -> Server {
+    pub(crate) async fn start(dir: &Path) -> Server {
         let port = free_port();
         let log = dir.with_extension("log");
         let out = std::fs::File::create(&log).unwrap();
@@ -76,7 +76,7 @@ impl Server {
     }
 
     /// SIGTERM (a graceful stop), then the whole log.
-    fn stop(mut self) -> String {
+    pub(crate) fn stop(mut self) -> String {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
@@ -95,7 +95,7 @@ impl Drop for Server {
 
 impl Server {
     /// Every file in the outbox, with its contents.
-    fn mails(&self) -> Vec<(PathBuf, String)> {
+    pub(crate) fn mails(&self) -> Vec<(PathBuf, String)> {
         let mut out = Vec::new();
         if let Ok(rd) = std::fs::read_dir(self.dir.join("outbox")) {
             for e in rd.flatten() {
@@ -106,7 +106,7 @@ impl Server {
     }
 
     /// Waits for the `n`th mail to `to` and returns the link token in the newest one.
-    async fn token(&self, to: &str, n: usize) -> (PathBuf, String) {
+    pub(crate) async fn token(&self, to: &str, n: usize) -> (PathBuf, String) {
         for _ in 0..500 {
             let mut mine: Vec<_> = self
                 .mails()
@@ -131,7 +131,10 @@ impl Server {
 }
 
 /// What a client saw: status, headers and body of one response.
-async fn call(transcript: &mut Vec<String>, req: reqwest::RequestBuilder) -> (u16, Value) {
+pub(crate) async fn call(
+    transcript: &mut Vec<String>,
+    req: reqwest::RequestBuilder,
+) -> (u16, Value) {
     let res = req.send().await.unwrap();
     let status = res.status().as_u16();
     let headers = format!("{:?}", res.headers());
@@ -140,7 +143,7 @@ async fn call(transcript: &mut Vec<String>, req: reqwest::RequestBuilder) -> (u1
     (status, serde_json::from_str(&body).unwrap_or(Value::Null))
 }
 
-fn count(haystack: &[u8], needle: &str) -> usize {
+pub(crate) fn count(haystack: &[u8], needle: &str) -> usize {
     haystack
         .windows(needle.len())
         .filter(|w| *w == needle.as_bytes())
@@ -148,7 +151,7 @@ fn count(haystack: &[u8], needle: &str) -> usize {
 }
 
 /// The database files as raw bytes (a "plain dump": no decoding, nothing hidden).
-fn database_bytes(dir: &Path) -> Vec<u8> {
+pub(crate) fn database_bytes(dir: &Path) -> Vec<u8> {
     let mut all = Vec::new();
     for e in std::fs::read_dir(dir).unwrap().flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
@@ -387,7 +390,7 @@ async fn a1_a3_a7_u1_no_log_response_mail_or_database_holds_a_password_or_token_
     }
 }
 
-fn run(dir: &Path, args: &[&str]) -> String {
+pub(crate) fn run(dir: &Path, args: &[&str]) -> String {
     let out = command(dir).args(args).output().unwrap();
     let text = format!(
         "{}{}",

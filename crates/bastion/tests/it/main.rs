@@ -5,3 +5,4 @@
 mod accounts;
 mod audit_tamper;
 mod cli;
+mod vault;
