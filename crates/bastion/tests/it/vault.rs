@@ -97,8 +97,9 @@ async fn s4_s1_s3_no_log_response_mail_or_database_holds_a_secret_value_through_
     let url = |p: &str| format!("{}{p}", srv.base);
     // Unique canaries, one per way a value can enter.
     let created = "CANARY-created-3f9a61c2";
-    let updated = "CANARY-updated-77b0e4d1";
-    let refused: Vec<String> = (0..5).map(|i| format!("CANARY-refused-{i}-c81d")).collect();
+    let overwritten = "CANARY-overwritten-77b0e4d1";
+    let replacement = "CANARY-replacement-5e2a90f3";
+    let refused: Vec<String> = (0..4).map(|i| format!("CANARY-refused-{i}-c81d")).collect();
     let (s, _) = call(
         &mut t,
         http.post(url(&secrets))
@@ -111,7 +112,7 @@ async fn s4_s1_s3_no_log_response_mail_or_database_holds_a_secret_value_through_
         &mut t,
         http.post(url(&secrets))
             .bearer_auth(&auth)
-            .json(&json!({ "name": "OLD_TOKEN", "value": updated })),
+            .json(&json!({ "name": "OLD_TOKEN", "value": overwritten })),
     )
     .await;
     assert_eq!(s, 201);
@@ -119,7 +120,7 @@ async fn s4_s1_s3_no_log_response_mail_or_database_holds_a_secret_value_through_
         &mut t,
         http.put(url(&format!("{secrets}/OLD_TOKEN")))
             .bearer_auth(&auth)
-            .json(&json!({ "value": refused[4] })),
+            .json(&json!({ "value": replacement })),
     )
     .await;
     assert_eq!(s, 200);
@@ -208,17 +209,17 @@ async fn s4_s1_s3_no_log_response_mail_or_database_holds_a_secret_value_through_
     let (s, shown) = reveal(&srv, &mut t, &auth, &format!("{secrets}/API_TOKEN")).await;
     assert_eq!((s, shown["value"].as_str()), (200, Some(created)));
     let (s, shown) = reveal(&srv, &mut t, &auth, &format!("{secrets}/OLD_TOKEN")).await;
-    assert_eq!(
-        (s, shown["value"].as_str()),
-        (200, Some(refused[4].as_str()))
-    );
+    assert_eq!((s, shown["value"].as_str()), (200, Some(replacement)));
     let mails = srv.mails();
     log.push_str(&srv.stop());
     let db = database_bytes(&dir);
-    assert!(log.contains("TRACE"), "the log ran at trace level");
+    assert!(
+        log.contains("TRACE") || log.contains("trace"),
+        "the log ran at trace level"
+    );
 
     // A value appears only in the reveal responses that were asked for it.
-    for (value, reveals) in [(created, 2), (refused[4].as_str(), 1)] {
+    for (value, reveals) in [(created, 2), (replacement, 1)] {
         assert_eq!(count(log.as_bytes(), value), 0, "{value} in the log");
         assert_eq!(count(&db, value), 0, "{value} in the database");
         assert!(
@@ -231,7 +232,7 @@ async fn s4_s1_s3_no_log_response_mail_or_database_holds_a_secret_value_through_
             "{value} in a response other than its reveals"
         );
     }
-    for value in std::iter::once(updated).chain(refused[..4].iter().map(String::as_str)) {
+    for value in std::iter::once(overwritten).chain(refused.iter().map(String::as_str)) {
         assert_eq!(count(log.as_bytes(), value), 0, "{value} in the log");
         assert_eq!(count(&db, value), 0, "{value} in the database");
         assert!(
