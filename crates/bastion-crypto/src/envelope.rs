@@ -5,7 +5,7 @@
 //! Nonces are 96 random bits; callers rotate a key version well before 2^32 encryptions.
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
-use zeroize::Zeroizing;
+use zeroize::Zeroize;
 
 use crate::CryptoError;
 
@@ -58,48 +58,170 @@ impl DataKey {
 
     /// Encrypts `plaintext` bound to `context` (see [`context`]).
     pub fn seal(&self, context: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        self.seal_with(Ctx::Bytes(context), plaintext)
+    }
+
+    /// [`DataKey::seal`] with the context given as its parts, encoded as [`context`] encodes
+    /// them but without building it on the heap (the vault's hot path).
+    pub fn seal_parts(&self, parts: &[&str], plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        self.seal_with(Ctx::Parts(parts), plaintext)
+    }
+
+    /// Decrypts an envelope sealed by this key under the same `context`.
+    pub fn open(&self, context: &[u8], envelope: &[u8]) -> Result<Plaintext, CryptoError> {
+        self.open_with(Ctx::Bytes(context), envelope)
+    }
+
+    /// [`DataKey::open`] with the context given as its parts (see [`DataKey::seal_parts`]).
+    pub fn open_parts(&self, parts: &[&str], envelope: &[u8]) -> Result<Plaintext, CryptoError> {
+        self.open_with(Ctx::Parts(parts), envelope)
+    }
+
+    fn seal_with(&self, ctx: Ctx<'_>, plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
         let mut nonce = [0u8; NONCE_LEN];
         crate::random_bytes(&mut nonce)?;
-        let mut out = header(&self.key_id, self.version);
+        let mut out = header(&self.key_id, self.version, plaintext.len());
         let header_len = out.len();
         out.extend_from_slice(&nonce);
         out.extend_from_slice(plaintext);
-        let aad = aad_bytes(&out[..header_len], context);
-        let (head, body) = out.split_at_mut(header_len + NONCE_LEN);
-        let _ = head;
-        let tag = self
-            .key
-            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(&aad), body)
+        let (head, rest) = out.split_at_mut(header_len);
+        let body = &mut rest[NONCE_LEN..];
+        let tag = ctx
+            .with_aad(head, |aad| {
+                self.key.seal_in_place_separate_tag(
+                    Nonce::assume_unique_for_key(nonce),
+                    Aad::from(aad),
+                    body,
+                )
+            })
             .map_err(|_| CryptoError::Malformed("seal failed"))?;
         out.extend_from_slice(tag.as_ref());
         Ok(out)
     }
 
-    /// Decrypts an envelope sealed by this key under the same `context`.
-    pub fn open(&self, context: &[u8], envelope: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
-        let parsed = EnvelopeHeader::parse(envelope)?;
+    fn open_with(&self, ctx: Ctx<'_>, envelope: &[u8]) -> Result<Plaintext, CryptoError> {
+        self.open_parsed(&EnvelopeHeader::parse(envelope)?, ctx, envelope)
+    }
+
+    /// [`DataKey::open_parts`] for a header the caller already parsed from `envelope`.
+    pub fn open_parts_with_header(
+        &self,
+        header: &EnvelopeHeader<'_>,
+        parts: &[&str],
+        envelope: &[u8],
+    ) -> Result<Plaintext, CryptoError> {
+        self.open_parsed(header, Ctx::Parts(parts), envelope)
+    }
+
+    fn open_parsed(
+        &self,
+        parsed: &EnvelopeHeader<'_>,
+        ctx: Ctx<'_>,
+        envelope: &[u8],
+    ) -> Result<Plaintext, CryptoError> {
         if parsed.key_id != self.key_id || parsed.version != self.version {
             return Err(CryptoError::UnknownKey {
                 key_id: parsed.key_id.to_owned(),
                 version: parsed.version,
             });
         }
-        let aad = aad_bytes(&envelope[..parsed.header_len], context);
+        // The header may have been parsed by the caller: the envelope must still hold it all.
+        if envelope.len() < parsed.header_len + NONCE_LEN + TAG_LEN {
+            return Err(CryptoError::Malformed("truncated"));
+        }
         let nonce_end = parsed.header_len + NONCE_LEN;
         let nonce = Nonce::try_assume_unique_for_key(&envelope[parsed.header_len..nonce_end])
             .map_err(|_| CryptoError::Malformed("nonce"))?;
-        let mut buf = Zeroizing::new(envelope[nonce_end..].to_vec());
+        let mut buf = Plaintext(envelope[nonce_end..].to_vec());
         let unauthentic = || CryptoError::Unauthentic {
             key_id: self.key_id.clone(),
             version: self.version,
         };
-        let plain_len = self
-            .key
-            .open_in_place(nonce, Aad::from(&aad), &mut buf)
-            .map_err(|_| unauthentic())?
-            .len();
-        buf.truncate(plain_len);
+        let plain_len = ctx
+            .with_aad(&envelope[..parsed.header_len], |aad| {
+                self.key
+                    .open_in_place(nonce, Aad::from(aad), &mut buf.0)
+                    .map(|p| p.len())
+            })
+            .map_err(|_| unauthentic())?;
+        buf.0.truncate(plain_len);
         Ok(buf)
+    }
+}
+
+/// A context as bytes already encoded, or as the parts [`context`] would encode.
+#[derive(Clone, Copy)]
+enum Ctx<'a> {
+    Bytes(&'a [u8]),
+    Parts(&'a [&'a str]),
+}
+
+impl Ctx<'_> {
+    /// Calls `f` with the additional data: `header` then the context. On the stack when it
+    /// fits (every context Bastion builds does), else in one exact heap allocation. Public
+    /// bytes only, so nothing to zeroize.
+    fn with_aad<R>(self, header: &[u8], f: impl FnOnce(&[u8]) -> R) -> R {
+        let len = header.len()
+            + match self {
+                Self::Bytes(b) => b.len(),
+                Self::Parts(parts) => parts.iter().map(|p| 8 + p.len()).sum(),
+            };
+        if len <= AAD_STACK {
+            let mut stack = [0u8; AAD_STACK];
+            let mut at = 0;
+            let mut put = |bytes: &[u8]| {
+                stack[at..at + bytes.len()].copy_from_slice(bytes);
+                at += bytes.len();
+            };
+            self.write(header, &mut put);
+            f(&stack[..len])
+        } else {
+            let mut heap = Vec::with_capacity(len);
+            self.write(header, &mut |bytes: &[u8]| heap.extend_from_slice(bytes));
+            f(&heap)
+        }
+    }
+
+    fn write(self, header: &[u8], put: &mut impl FnMut(&[u8])) {
+        put(header);
+        match self {
+            Self::Bytes(b) => put(b),
+            Self::Parts(parts) => {
+                for p in parts {
+                    put(&(p.len() as u64).to_be_bytes());
+                    put(p.as_bytes());
+                }
+            }
+        }
+    }
+}
+
+/// Room for a header (≤ 70 bytes) and a context of four parts with ids of a few dozen bytes.
+const AAD_STACK: usize = 256;
+
+/// A decrypted value: reads as its bytes, zeroized on drop, redacted in `Debug`.
+///
+/// Only the plaintext's own bytes are wiped: the spare capacity beyond them holds the
+/// authentication tag, which is public (`Zeroizing<Vec>` would wipe it too, at twice the cost
+/// on the vault's hot path).
+pub struct Plaintext(Vec<u8>);
+
+impl std::ops::Deref for Plaintext {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Plaintext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Plaintext([REDACTED])")
+    }
+}
+
+impl Drop for Plaintext {
+    fn drop(&mut self) {
+        self.0.as_mut_slice().zeroize();
     }
 }
 
@@ -138,21 +260,15 @@ impl<'a> EnvelopeHeader<'a> {
     }
 }
 
-fn header(key_id: &str, version: u32) -> Vec<u8> {
-    let mut out = Vec::with_capacity(2 + key_id.len() + 4 + NONCE_LEN + 64);
+/// The header, in a buffer with room for the rest of the envelope (no reallocation later).
+fn header(key_id: &str, version: u32, plaintext_len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(2 + key_id.len() + 4 + NONCE_LEN + plaintext_len + TAG_LEN);
     out.push(FORMAT_V1);
     // DataKey::new bounds the id to 64 bytes, so it fits a u8.
     out.push(u8::try_from(key_id.len()).unwrap_or(u8::MAX));
     out.extend_from_slice(key_id.as_bytes());
     out.extend_from_slice(&version.to_be_bytes());
     out
-}
-
-fn aad_bytes(header: &[u8], context: &[u8]) -> Vec<u8> {
-    let mut aad = Vec::with_capacity(header.len() + context.len());
-    aad.extend_from_slice(header);
-    aad.extend_from_slice(context);
-    aad
 }
 
 /// Builds an unambiguous context from parts (each length-prefixed), e.g.
@@ -209,6 +325,21 @@ mod tests {
             key(2, 9).open(b"ctx", &ct),
             Err(CryptoError::UnknownKey { .. })
         ));
+    }
+
+    #[test]
+    fn parts_and_encoded_contexts_are_the_same_binding() {
+        let k = key(1, 9);
+        let parts = ["secrets", "secrets", "value", "sec_1"];
+        let ct = k.seal_parts(&parts, b"v").unwrap();
+        assert_eq!(&k.open(&context(&parts), &ct).unwrap()[..], b"v");
+        let ct = k.seal(&context(&parts), b"v").unwrap();
+        assert_eq!(&k.open_parts(&parts, &ct).unwrap()[..], b"v");
+        // A context longer than the stack buffer still binds.
+        let long = "r".repeat(600);
+        let ct = k.seal_parts(&["p", &long], b"v").unwrap();
+        assert_eq!(&k.open_parts(&["p", &long], &ct).unwrap()[..], b"v");
+        assert!(k.open_parts(&["p", &long[1..]], &ct).is_err());
     }
 
     #[test]

@@ -1109,7 +1109,7 @@ fn org_event(org: &str, action: &str) -> NewAuditEvent {
 
 /// Creates `org_id` with `members` (users created when missing): the first, a Super Admin,
 /// creates it; the others join in order by an accepted invitation.
-pub async fn org_with<S: Store>(store: &S, org_id: &str, members: &[(&str, i32)]) {
+pub async fn org_with<S: Store + ?Sized>(store: &S, org_id: &str, members: &[(&str, i32)]) {
     for (user, _) in members {
         if store.user_by_id(&SYS, user).await.unwrap().is_none() {
             store

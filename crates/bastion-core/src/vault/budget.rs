@@ -5,7 +5,6 @@
 //! blocks of encryptions in the database (one atomic increment shared by every node) and
 //! refuses to seal once a key's total would pass [`LIMIT`], telling the operator to rotate.
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 
 use bastion_crypto::keyring::Purpose;
@@ -20,12 +19,13 @@ pub const BLOCK: u64 = 1 << 16;
 
 const SCOPE: Scope = Scope::System("vault");
 
-/// The blocks this process holds, per key id: `(next, end)`.
+/// The blocks this process holds, per key id: `(key id, next, end)`. A handful of keys, so a
+/// list beats hashing on the hot path.
 #[derive(Debug)]
 pub struct Budget {
     limit: u64,
     block: u64,
-    blocks: Mutex<HashMap<String, (u64, u64)>>,
+    blocks: Mutex<Vec<(String, u64, u64)>>,
 }
 
 impl Default for Budget {
@@ -49,8 +49,8 @@ impl Budget {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
         };
-        match blocks.get_mut(key_id) {
-            Some((next, end)) if *next < *end => {
+        match blocks.iter_mut().find(|(id, _, _)| id == key_id) {
+            Some((_, next, end)) if *next < *end => {
                 *next += 1;
                 true
             }
@@ -83,7 +83,11 @@ impl Budget {
             Err(poisoned) => poisoned.into_inner(),
         };
         // This encryption uses the block's first slot.
-        blocks.insert(key_id.to_owned(), (total - self.block + 1, total));
+        let fresh = (key_id.to_owned(), total - self.block + 1, total);
+        match blocks.iter_mut().find(|(id, _, _)| id == key_id) {
+            Some(slot) => *slot = fresh,
+            None => blocks.push(fresh),
+        }
         Ok(())
     }
 }

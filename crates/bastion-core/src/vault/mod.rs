@@ -17,10 +17,9 @@ pub mod secrets;
 use std::sync::Arc;
 
 use bastion_crypto::CryptoError;
-use bastion_crypto::envelope::{EnvelopeHeader, context};
+use bastion_crypto::envelope::{EnvelopeHeader, Plaintext};
 use bastion_crypto::keyring::{Purpose, PurposeKey};
 use bastion_store::{SealedColumn, Store, StoreError};
-use zeroize::Zeroizing;
 
 use crate::keys::{KeyError, SharedKeyRing};
 
@@ -90,8 +89,8 @@ impl<'a> Field<'a> {
         }
     }
 
-    fn context(&self) -> Vec<u8> {
-        context(&[self.purpose.as_str(), self.table, self.column, self.row])
+    fn parts(&self) -> [&str; 4] {
+        [self.purpose.as_str(), self.table, self.column, self.row]
     }
 
     fn describe(&self) -> String {
@@ -153,7 +152,7 @@ impl Vault {
             .take(self.store.as_ref(), key.key_id(), field.purpose)
             .await?;
         let envelope = key
-            .seal(&field.context(), plaintext)
+            .seal_parts(&field.parts(), plaintext)
             .map_err(VaultError::Crypto)?;
         Ok(Sealed {
             key_id: key.key_id().to_owned(),
@@ -163,45 +162,43 @@ impl Vault {
 
     /// Opens a value sealed for `field`. Refuses a value of another purpose, under a retired or
     /// unknown key, altered, or moved from another field.
-    pub fn open(
-        &self,
-        field: &Field<'_>,
-        envelope: &[u8],
-    ) -> Result<Zeroizing<Vec<u8>>, VaultError> {
+    pub fn open(&self, field: &Field<'_>, envelope: &[u8]) -> Result<Plaintext, VaultError> {
         let header = EnvelopeHeader::parse(envelope).map_err(|e| match e {
             CryptoError::Malformed(what) => VaultError::Malformed(what),
             other => VaultError::Crypto(other),
         })?;
-        let ring = self.ring.current();
-        let entry = ring
-            .entry_by_key_id(header.key_id)
-            .ok_or_else(|| VaultError::UnknownKey {
-                key_id: header.key_id.to_owned(),
-            })?;
-        let key_id = || header.key_id.to_owned();
-        if entry.record.purpose != field.purpose.as_str() {
-            return Err(VaultError::WrongPurpose {
-                key_id: key_id(),
-                purpose: field.purpose.as_str(),
-            });
-        }
-        if entry.record.retired {
-            return Err(VaultError::Retired { key_id: key_id() });
-        }
-        let PurposeKey::Data(key) = &entry.key else {
-            return Err(VaultError::WrongPurpose {
-                key_id: key_id(),
-                purpose: field.purpose.as_str(),
-            });
-        };
-        key.open(&field.context(), envelope).map_err(|e| match e {
-            CryptoError::Unauthentic { .. } => VaultError::Tampered {
-                key_id: key_id(),
-                field: field.describe(),
-            },
-            CryptoError::UnknownKey { .. } => VaultError::UnknownKey { key_id: key_id() },
-            CryptoError::Malformed(what) => VaultError::Malformed(what),
-            other => VaultError::Crypto(other),
+        self.ring.with_current(|ring| {
+            let entry =
+                ring.entry_by_key_id(header.key_id)
+                    .ok_or_else(|| VaultError::UnknownKey {
+                        key_id: header.key_id.to_owned(),
+                    })?;
+            let key_id = || header.key_id.to_owned();
+            if entry.record.purpose != field.purpose.as_str() {
+                return Err(VaultError::WrongPurpose {
+                    key_id: key_id(),
+                    purpose: field.purpose.as_str(),
+                });
+            }
+            if entry.record.retired {
+                return Err(VaultError::Retired { key_id: key_id() });
+            }
+            let PurposeKey::Data(key) = &entry.key else {
+                return Err(VaultError::WrongPurpose {
+                    key_id: key_id(),
+                    purpose: field.purpose.as_str(),
+                });
+            };
+            key.open_parts_with_header(&header, &field.parts(), envelope)
+                .map_err(|e| match e {
+                    CryptoError::Unauthentic { .. } => VaultError::Tampered {
+                        key_id: key_id(),
+                        field: field.describe(),
+                    },
+                    CryptoError::UnknownKey { .. } => VaultError::UnknownKey { key_id: key_id() },
+                    CryptoError::Malformed(what) => VaultError::Malformed(what),
+                    other => VaultError::Crypto(other),
+                })
         })
     }
 }
