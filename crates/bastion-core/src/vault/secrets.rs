@@ -13,7 +13,7 @@ use bastion_store::{
 };
 use secrecy::{ExposeSecret, SecretString};
 
-use super::{Field, Vault, VaultError};
+use super::{Field, Sealed, Vault, VaultError};
 use crate::Clock;
 use crate::audit::{AuditEvent, AuditLog, Category, Outcome};
 use crate::orgs::{Access, Caller, OrgError, Orgs};
@@ -252,13 +252,7 @@ impl Secrets {
         check_value(value)?;
         self.project_in(&access, project_id).await?;
         let id = crate::ids::new_id("sec").map_err(|_| SecretError::Random)?;
-        let sealed = self
-            .vault
-            .seal(
-                &Field::of(SealedColumn::SecretValue, &id),
-                value.expose_secret().as_bytes(),
-            )
-            .await?;
+        let sealed = self.seal_value(&id, value).await?;
         let now = self.clock.now_ms();
         let row = SecretRow {
             id,
@@ -294,13 +288,7 @@ impl Secrets {
         let access = self.orgs.authorize(caller, org_id, "secrets.write").await?;
         check_value(value)?;
         let row = self.row(&access, project_id, name).await?;
-        let sealed = self
-            .vault
-            .seal(
-                &Field::of(SealedColumn::SecretValue, &row.id),
-                value.expose_secret().as_bytes(),
-            )
-            .await?;
+        let sealed = self.seal_value(&row.id, value).await?;
         let update = SecretUpdate {
             value_key: sealed.key_id,
             value: sealed.envelope,
@@ -420,6 +408,17 @@ impl Secrets {
             meta: meta_of(&row),
             value,
         })
+    }
+
+    /// Seals a value for the secret row `id` (its context: the vault binds it to that row).
+    async fn seal_value(&self, id: &str, value: &SecretString) -> Result<Sealed, SecretError> {
+        Ok(self
+            .vault
+            .seal(
+                &Field::of(SealedColumn::SecretValue, id),
+                value.expose_secret().as_bytes(),
+            )
+            .await?)
     }
 
     async fn row(

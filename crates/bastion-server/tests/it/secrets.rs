@@ -398,7 +398,8 @@ async fn s3_rewrap_while_the_api_writes_keeps_every_latest_value_and_converges_t
         assert!(reports[0].rewrapped > 0, "{reports:?}");
 
         // Every secret holds the last value written, whoever wrote last.
-        for (name, value) in latest.lock().unwrap().clone() {
+        let latest = latest.lock().unwrap().clone();
+        for (name, value) in latest {
             assert_eq!(
                 revealed_value(&app, &format!("{secrets}/{name}"), &alice).await,
                 value,
