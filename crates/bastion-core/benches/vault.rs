@@ -108,7 +108,10 @@ fn seal_open(c: &mut Criterion) {
     let data = [0x5au8; 256];
     // `COUNT_OPS=N`: N operations of each kind and exit, for an instruction count under
     // `valgrind --tool=callgrind` (repeatable where wall-clock time is not; see BENCHMARKS.md).
-    if let Some(n) = std::env::var("COUNT_OPS").ok().and_then(|v| v.parse::<u32>().ok()) {
+    if let Some(n) = std::env::var("COUNT_OPS")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+    {
         for _ in 0..n {
             std::hint::black_box(raw.seal_open(&data));
         }
