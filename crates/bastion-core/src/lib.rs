@@ -12,6 +12,7 @@ pub mod mail;
 pub mod orgs;
 pub mod passwords;
 pub mod sessions;
+mod text;
 pub mod vault;
 
 pub use clock::{Clock, SystemClock};

@@ -15,7 +15,6 @@ use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 pub use templates::{Branding, Template};
 
 use crate::Clock;
-use crate::keys::KeyError;
 use crate::vault::{Field, Vault, VaultError};
 
 const SCOPE: Scope = Scope::System("mail");
@@ -58,8 +57,6 @@ pub trait MailTransport: Send + Sync {
 pub enum MailError {
     #[error("mail storage: {0}")]
     Store(#[from] StoreError),
-    #[error(transparent)]
-    Keys(#[from] KeyError),
     #[error("mail could not be sealed or opened: {0}")]
     Vault(#[from] VaultError),
     #[error("no randomness for a message id")]

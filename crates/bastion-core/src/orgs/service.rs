@@ -124,13 +124,7 @@ pub struct Orgs {
 
 /// Trims a display name and checks it: 1–200 characters, no control characters.
 pub(super) fn clean_name(raw: &str, what: &str, max: usize) -> Result<String, OrgError> {
-    let name = raw.trim();
-    if name.is_empty() || name.chars().count() > max || name.chars().any(char::is_control) {
-        return Err(OrgError::Invalid(format!(
-            "{what} must be 1 to {max} characters, without control characters"
-        )));
-    }
-    Ok(name.to_owned())
+    crate::text::clean_text(raw, what, 1, max).map_err(OrgError::Invalid)
 }
 
 pub(super) fn level_of(m: &MemberRow) -> Result<Level, OrgError> {

@@ -139,11 +139,6 @@ impl Vault {
         }
     }
 
-    /// The key ring this vault uses (reloaded in place after a rotation).
-    pub fn ring(&self) -> &Arc<SharedKeyRing> {
-        &self.ring
-    }
-
     /// Seals `plaintext` for `field` under the newest key of its purpose.
     pub async fn seal(&self, field: &Field<'_>, plaintext: &[u8]) -> Result<Sealed, VaultError> {
         let ring = self.ring.current();

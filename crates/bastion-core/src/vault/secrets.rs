@@ -96,14 +96,7 @@ fn check_value(value: &SecretString) -> Result<(), SecretError> {
 }
 
 fn clean_text(raw: &str, what: &str, min: usize, max: usize) -> Result<String, SecretError> {
-    let text = raw.trim();
-    let n = text.chars().count();
-    if n < min || n > max || text.chars().any(char::is_control) {
-        return Err(SecretError::Invalid(format!(
-            "{what} must be {min} to {max} characters, without control characters"
-        )));
-    }
-    Ok(text.to_owned())
+    crate::text::clean_text(raw, what, min, max).map_err(SecretError::Invalid)
 }
 
 fn meta_of(row: &SecretRow) -> SecretMeta {
