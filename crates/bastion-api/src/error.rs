@@ -96,9 +96,13 @@ pub enum ApiError {
     Unauthorized { code: &'static str },
     #[error("conflict")]
     Conflict { code: &'static str, detail: String },
-    /// Too many attempts of one kind (login lockout): same shape for every caller.
+    /// Too many attempts of one kind (login or activation lockout): same shape for every
+    /// caller; `code` says which.
     #[error("locked")]
-    Locked { retry_after_secs: u64 },
+    Locked {
+        code: &'static str,
+        retry_after_secs: u64,
+    },
     /// An unexpected failure: logged with the request id, answered opaquely.
     #[error("internal error")]
     Internal(String),
@@ -136,9 +140,12 @@ impl IntoResponse for ApiError {
                 Some("sign in again".to_owned()),
             ),
             Self::Conflict { code, detail } => (StatusCode::CONFLICT, *code, Some(detail.clone())),
-            Self::Locked { retry_after_secs } => (
+            Self::Locked {
+                code,
+                retry_after_secs,
+            } => (
                 StatusCode::TOO_MANY_REQUESTS,
-                "login_locked",
+                *code,
                 Some(format!(
                     "too many attempts; retry after {retry_after_secs} s"
                 )),
@@ -150,7 +157,10 @@ impl IntoResponse for ApiError {
         };
         let mut res = Problem::new(status, code, detail).into_response_with(status);
         match self {
-            Self::RateLimited { retry_after_secs } | Self::Locked { retry_after_secs } => {
+            Self::RateLimited { retry_after_secs }
+            | Self::Locked {
+                retry_after_secs, ..
+            } => {
                 res.headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
             }
@@ -182,7 +192,10 @@ impl From<bastion_core::accounts::AccountError> for ApiError {
             E::InvalidCredentials => ApiError::Unauthorized {
                 code: "invalid_credentials",
             },
-            E::Locked { retry_after_secs } => ApiError::Locked { retry_after_secs },
+            E::Locked { retry_after_secs } => ApiError::Locked {
+                code: "login_locked",
+                retry_after_secs,
+            },
             E::EmailNotVerified => ApiError::Invalid {
                 status: StatusCode::FORBIDDEN,
                 code: "email_not_verified",
@@ -254,6 +267,51 @@ impl From<bastion_core::vault::secrets::SecretError> for ApiError {
                 detail: e.to_string(),
             },
             E::Store(_) | E::Random => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<bastion_core::licenses::LicenseServiceError> for ApiError {
+    fn from(e: bastion_core::licenses::LicenseServiceError) -> Self {
+        use bastion_core::licenses::LicenseServiceError as E;
+        let with = |status, code, e: &E| ApiError::Invalid {
+            status,
+            code,
+            detail: e.to_string(),
+        };
+        match e {
+            E::Org(org) => org.into(),
+            E::Invalid(detail) => ApiError::Invalid {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                code: "invalid_field",
+                detail,
+            },
+            E::Exists(what) => ApiError::Conflict {
+                code: if what == "product" {
+                    "product_exists"
+                } else {
+                    "policy_exists"
+                },
+                detail: e.to_string(),
+            },
+            E::InvalidLicense => with(StatusCode::FORBIDDEN, "license_invalid", &e),
+            E::Revoked => with(StatusCode::FORBIDDEN, "license_revoked", &e),
+            E::Frozen => with(StatusCode::FORBIDDEN, "license_frozen", &e),
+            E::Expired => with(StatusCode::FORBIDDEN, "license_expired", &e),
+            E::MachineLimit(_) => ApiError::Conflict {
+                code: "machine_limit_reached",
+                detail: e.to_string(),
+            },
+            E::NotActivated => with(StatusCode::NOT_FOUND, "machine_not_activated", &e),
+            E::InvalidCertificate => with(StatusCode::FORBIDDEN, "certificate_invalid", &e),
+            E::Locked { retry_after_secs } => ApiError::Locked {
+                code: "activation_locked",
+                retry_after_secs,
+            },
+            E::InvalidLink => with(StatusCode::BAD_REQUEST, "invalid_link", &e),
+            E::Key(_) | E::Mail(_) | E::Store(_) | E::Random | E::Signing => {
+                ApiError::Internal(e.to_string())
+            }
         }
     }
 }

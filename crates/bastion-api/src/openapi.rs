@@ -53,7 +53,26 @@ use utoipa::OpenApi;
         crate::routes::secrets::secrets,
         crate::routes::secrets::update_secret,
         crate::routes::secrets::delete_secret,
-        crate::routes::secrets::reveal
+        crate::routes::secrets::reveal,
+        crate::routes::licenses::activate,
+        crate::routes::licenses::validate,
+        crate::routes::licenses::deactivate,
+        crate::routes::licenses::machines,
+        crate::routes::licenses::revoke_request,
+        crate::routes::licenses::revoke_confirm,
+        crate::routes::licenses::revocations,
+        crate::routes::licenses::public_keys,
+        crate::routes::licenses::create_product,
+        crate::routes::licenses::products,
+        crate::routes::licenses::create_policy,
+        crate::routes::licenses::policies,
+        crate::routes::licenses::issue,
+        crate::routes::licenses::licenses,
+        crate::routes::licenses::license,
+        crate::routes::licenses::freeze,
+        crate::routes::licenses::unfreeze,
+        crate::routes::licenses::revoke,
+        crate::routes::licenses::remove_machine
     ),
     components(schemas(crate::error::Problem, crate::routes::health::HealthOut))
 )]

@@ -140,6 +140,61 @@ pub fn app(state: AppState, http: &HttpConfig, opts: AppOptions) -> Router {
             "/v1/orgs/{org_id}/projects/{project_id}/secrets/{name}/reveal",
             post(routes::secrets::reveal),
         )
+        .route("/v1/licenses/activate", post(routes::licenses::activate))
+        .route("/v1/licenses/validate", post(routes::licenses::validate))
+        .route(
+            "/v1/licenses/deactivate",
+            post(routes::licenses::deactivate),
+        )
+        .route("/v1/licenses/machines", post(routes::licenses::machines))
+        .route(
+            "/v1/licenses/revoke-request",
+            post(routes::licenses::revoke_request),
+        )
+        .route(
+            "/v1/licenses/revoke/confirm",
+            post(routes::licenses::revoke_confirm),
+        )
+        .route(
+            "/v1/licenses/revocations/{product_id}",
+            get(routes::licenses::revocations),
+        )
+        .route(
+            "/v1/licenses/public-keys",
+            get(routes::licenses::public_keys),
+        )
+        .route(
+            "/v1/orgs/{org_id}/products",
+            get(routes::licenses::products).post(routes::licenses::create_product),
+        )
+        .route(
+            "/v1/orgs/{org_id}/products/{product_id}/policies",
+            get(routes::licenses::policies).post(routes::licenses::create_policy),
+        )
+        .route(
+            "/v1/orgs/{org_id}/licenses",
+            get(routes::licenses::licenses).post(routes::licenses::issue),
+        )
+        .route(
+            "/v1/orgs/{org_id}/licenses/{license_id}",
+            get(routes::licenses::license),
+        )
+        .route(
+            "/v1/orgs/{org_id}/licenses/{license_id}/freeze",
+            post(routes::licenses::freeze),
+        )
+        .route(
+            "/v1/orgs/{org_id}/licenses/{license_id}/unfreeze",
+            post(routes::licenses::unfreeze),
+        )
+        .route(
+            "/v1/orgs/{org_id}/licenses/{license_id}/revoke",
+            post(routes::licenses::revoke),
+        )
+        .route(
+            "/v1/orgs/{org_id}/licenses/{license_id}/machines/{machine_id}",
+            delete(routes::licenses::remove_machine),
+        )
         .with_state(state);
     if let Some(extra) = extra {
         api = api.merge(extra);

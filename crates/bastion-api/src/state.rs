@@ -2,6 +2,7 @@ use std::sync::Arc;
 
 use bastion_core::accounts::Accounts;
 use bastion_core::keys::SharedKeyRing;
+use bastion_core::licenses::Licensing;
 use bastion_core::orgs::Orgs;
 use bastion_core::sessions::Sessions;
 use bastion_core::vault::secrets::Secrets;
@@ -23,6 +24,7 @@ pub struct AppState {
     pub sessions: Arc<Sessions>,
     pub orgs: Arc<Orgs>,
     pub secrets: Arc<Secrets>,
+    pub licensing: Arc<Licensing>,
     /// The per-API-key limiter; `None` when configured off.
     pub key_limit: Option<Arc<ApiKeyRateLimit>>,
 }

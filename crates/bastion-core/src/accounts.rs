@@ -268,8 +268,9 @@ impl Accounts {
         let template: fn(&str) -> Template<'_> = match purpose {
             LinkPurpose::VerifyEmail => |link| Template::VerifyEmail { link },
             LinkPurpose::ResetPassword => |link| Template::ResetPassword { link },
-            // An invitation names an org and a level: only the orgs service sends one.
-            LinkPurpose::OrgInvite => return Ok(()),
+            // An invitation names an org and a level, a revocation a license: only the orgs
+            // and licensing services send those.
+            LinkPurpose::OrgInvite | LinkPurpose::LicenseRevoke => return Ok(()),
         };
         self.links
             .send(purpose, &user.id, &user.email, template)

@@ -8,6 +8,7 @@ use bastion_crypto::CryptoError;
 use bastion_crypto::envelope::DataKey;
 use bastion_crypto::jwt::{JwtAlgorithm, JwtSigningKey};
 use bastion_crypto::keyring::{Kek, KeyAlgorithm, Purpose, PurposeKey, WrappedKey};
+use bastion_crypto::license::{LicensePublicKey, LicenseSigner, PublicKeySet};
 use bastion_crypto::master::MasterKey;
 use bastion_crypto::signing::Ed25519Signer;
 use bastion_store::{Scope, Store, StoreError, StoredKey};
@@ -41,19 +42,26 @@ pub enum KeyError {
     NotRetirable(&'static str),
     #[error("version {newest} is the newest {purpose} key; it cannot be retired (rotate first)")]
     RetireNewest { purpose: &'static str, newest: u32 },
+    #[error(
+        "license_lookup is the pepper of stored license-key and machine hashes; a new one would orphan every stored hash, so it is not rotated"
+    )]
+    NotRotatable,
 }
 
 /// Choices for keys the ring creates.
 #[derive(Debug, Clone, Copy)]
 pub struct KeyRingOptions {
-    /// Algorithm of new access-token signing keys (RS256 by default; SPEC L1/A2).
+    /// Algorithm of new access-token signing keys (RS256 by default; SPEC A2).
     pub token_algorithm: JwtAlgorithm,
+    /// Algorithm of new license-signing keys (RS256 by default, EdDSA for shorter keys; SPEC L1).
+    pub license_algorithm: JwtAlgorithm,
 }
 
 impl Default for KeyRingOptions {
     fn default() -> Self {
         Self {
             token_algorithm: JwtAlgorithm::Rs256,
+            license_algorithm: JwtAlgorithm::Rs256,
         }
     }
 }
@@ -62,6 +70,7 @@ impl KeyRingOptions {
     fn algorithm_for(&self, purpose: Purpose) -> KeyAlgorithm {
         match purpose {
             Purpose::Tokens => KeyAlgorithm::Jwt(self.token_algorithm),
+            Purpose::Licenses => KeyAlgorithm::Jwt(self.license_algorithm),
             other => other.default_algorithm(),
         }
     }
@@ -81,6 +90,8 @@ pub struct KeyRing {
     /// Per purpose (in `Purpose::ALL` order), the index of its newest active key: sealing
     /// looks it up on every call.
     newest: Vec<Option<usize>>,
+    /// Every license public key, parsed once: the server verifies keys on each activation.
+    license_keys: PublicKeySet,
     fingerprint: String,
 }
 
@@ -195,9 +206,19 @@ impl KeyRing {
                     .map(|(i, _)| i)
             })
             .collect();
+        let public: Vec<LicensePublicKey> = entries
+            .iter()
+            .filter_map(|e| match &e.key {
+                PurposeKey::License(l) => Some(l.public_key().clone()),
+                _ => None,
+            })
+            .collect();
+        let license_keys = PublicKeySet::new(&public)
+            .map_err(|_| KeyError::Unknown("a license public key".to_owned()))?;
         Ok(Arc::new(Self {
             entries,
             newest,
+            license_keys,
             fingerprint: master.fingerprint()?,
         }))
     }
@@ -211,6 +232,9 @@ impl KeyRing {
         purpose: Purpose,
         opts: &KeyRingOptions,
     ) -> Result<StoredKey, KeyError> {
+        if purpose == Purpose::LicenseLookup {
+            return Err(KeyError::NotRotatable);
+        }
         let kek = checked_kek(store, master, clock).await?;
         let next = store
             .keys(&SCOPE)
@@ -331,6 +355,48 @@ impl KeyRing {
             Some(PurposeKey::Mac(k)) => Ok(k),
             _ => Err(KeyError::Missing("refresh")),
         }
+    }
+
+    /// The key that signs new license keys, machine certificates and revocation lists.
+    pub fn license_signer(&self) -> Result<&LicenseSigner, KeyError> {
+        match self.newest(Purpose::Licenses).map(|e| &e.key) {
+            Some(PurposeKey::License(l)) => Ok(l),
+            _ => Err(KeyError::Missing("license signing")),
+        }
+    }
+
+    /// Every license-signing key's public half, oldest first: apps ship them all, so keys
+    /// signed before a rotation keep verifying.
+    pub fn license_public_keys(&self) -> Vec<LicensePublicKey> {
+        let mut keys: Vec<(u32, LicensePublicKey)> = self
+            .entries
+            .iter()
+            .filter_map(|e| match &e.key {
+                PurposeKey::License(l) => Some((e.record.version, l.public_key().clone())),
+                _ => None,
+            })
+            .collect();
+        keys.sort_by_key(|(v, _)| *v);
+        keys.into_iter().map(|(_, k)| k).collect()
+    }
+
+    /// The same keys, parsed for verification.
+    pub fn license_verifier(&self) -> &PublicKeySet {
+        &self.license_keys
+    }
+
+    /// The pepper of stored license-key and machine hashes (SPEC L3): the first
+    /// `license_lookup` key, which is never rotated.
+    pub fn license_pepper(&self) -> Result<&hmac::Key, KeyError> {
+        self.entries
+            .iter()
+            .filter(|e| e.record.purpose == Purpose::LicenseLookup.as_str())
+            .min_by_key(|e| e.record.version)
+            .and_then(|e| match &e.key {
+                PurposeKey::Mac(k) => Some(&**k),
+                _ => None,
+            })
+            .ok_or(KeyError::Missing("license lookup"))
     }
 
     /// The newest AES-256-GCM key of `purpose`: it seals new data.

@@ -7,6 +7,7 @@ pub mod cleanup;
 pub mod clock;
 pub mod ids;
 pub mod keys;
+pub mod licenses;
 pub mod links;
 pub mod mail;
 pub mod orgs;

@@ -21,6 +21,9 @@ pub enum LinkPurpose {
     ResetPassword,
     /// Joining an organization; the subject is the invitation's id.
     OrgInvite,
+    /// Confirming a license revocation asked for from the app (SPEC L5); the subject is the
+    /// license's id.
+    LicenseRevoke,
 }
 
 impl LinkPurpose {
@@ -29,6 +32,7 @@ impl LinkPurpose {
             Self::VerifyEmail => "verify_email",
             Self::ResetPassword => "reset_password",
             Self::OrgInvite => "org_invite",
+            Self::LicenseRevoke => "license_revoke",
         }
     }
 
@@ -38,6 +42,7 @@ impl LinkPurpose {
             Self::VerifyEmail => "verify-email",
             Self::ResetPassword => "reset-password",
             Self::OrgInvite => "accept-invitation",
+            Self::LicenseRevoke => "revoke-license",
         }
     }
 }

@@ -11,6 +11,7 @@ use zeroize::Zeroizing;
 use crate::CryptoError;
 use crate::envelope::{DataKey, context};
 use crate::jwt::{JwtAlgorithm, JwtSigningKey};
+use crate::license::LicenseSigner;
 use crate::master::MasterKey;
 use crate::signing::Ed25519Signer;
 
@@ -37,6 +38,12 @@ pub enum Purpose {
     AiKeys,
     /// AES-256-GCM keys that seal webhook signing secrets.
     Webhooks,
+    /// Keys that sign license keys, machine certificates and revocation lists (RS256 by default,
+    /// EdDSA for shorter keys; SPEC L1).
+    Licenses,
+    /// The HMAC pepper under which license keys and machine identifiers are stored (SPEC L3).
+    /// Stored hashes depend on it, so it is never rotated.
+    LicenseLookup,
 }
 
 /// The algorithm of one key.
@@ -79,6 +86,8 @@ impl Purpose {
         Purpose::OauthTokens,
         Purpose::AiKeys,
         Purpose::Webhooks,
+        Purpose::Licenses,
+        Purpose::LicenseLookup,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -92,6 +101,8 @@ impl Purpose {
             Self::OauthTokens => "oauth_tokens",
             Self::AiKeys => "ai_keys",
             Self::Webhooks => "webhooks",
+            Self::Licenses => "licenses",
+            Self::LicenseLookup => "license_lookup",
         }
     }
 
@@ -108,8 +119,8 @@ impl Purpose {
     pub fn default_algorithm(self) -> KeyAlgorithm {
         match self {
             Self::Audit => KeyAlgorithm::Ed25519,
-            Self::Tokens => KeyAlgorithm::Jwt(JwtAlgorithm::Rs256),
-            Self::Refresh => KeyAlgorithm::HmacSha256,
+            Self::Tokens | Self::Licenses => KeyAlgorithm::Jwt(JwtAlgorithm::Rs256),
+            Self::Refresh | Self::LicenseLookup => KeyAlgorithm::HmacSha256,
             Self::Mail
             | Self::Secrets
             | Self::Integrations
@@ -125,7 +136,14 @@ impl Purpose {
             (self, alg),
             (Self::Audit, KeyAlgorithm::Ed25519)
                 | (Self::Tokens, KeyAlgorithm::Jwt(_))
-                | (Self::Refresh, KeyAlgorithm::HmacSha256)
+                | (
+                    Self::Licenses,
+                    KeyAlgorithm::Jwt(JwtAlgorithm::Rs256 | JwtAlgorithm::EdDsa)
+                )
+                | (
+                    Self::Refresh | Self::LicenseLookup,
+                    KeyAlgorithm::HmacSha256
+                )
                 | (
                     Self::Mail
                         | Self::Secrets
@@ -157,6 +175,7 @@ pub enum PurposeKey {
     // Boxed: an HMAC key and a JWT key are far larger than the others.
     Mac(Box<hmac::Key>),
     Jwt(Box<JwtSigningKey>),
+    License(Box<LicenseSigner>),
 }
 
 impl std::fmt::Debug for PurposeKey {
@@ -166,6 +185,7 @@ impl std::fmt::Debug for PurposeKey {
             Self::Data(d) => d.fmt(f),
             Self::Mac(_) => f.write_str("Mac([REDACTED])"),
             Self::Jwt(j) => j.fmt(f),
+            Self::License(l) => l.fmt(f),
         }
     }
 }
@@ -215,6 +235,7 @@ impl Kek {
         let (key_id, public_key) = match open_material(purpose, algorithm, version, &material)? {
             PurposeKey::Signing(s) => (s.key_id().to_owned(), Some(s.public_key().to_vec())),
             PurposeKey::Jwt(j) => (j.kid().to_owned(), None),
+            PurposeKey::License(l) => (l.kid().to_owned(), None),
             PurposeKey::Data(_) | PurposeKey::Mac(_) => {
                 // Hashed incrementally so no unzeroized copy of the material is made.
                 let mut h = crate::Sha256::default();
@@ -260,6 +281,7 @@ impl Kek {
         let derived_id = match &opened {
             PurposeKey::Signing(s) => Some(s.key_id()),
             PurposeKey::Jwt(j) => Some(j.kid()),
+            PurposeKey::License(l) => Some(l.kid()),
             PurposeKey::Data(_) | PurposeKey::Mac(_) => None,
         };
         if derived_id.is_some_and(|id| id != key.key_id) {
@@ -285,6 +307,9 @@ fn open_material(
         KeyAlgorithm::Aes256Gcm => PurposeKey::Data(DataKey::new(prefix, version, material)?),
         KeyAlgorithm::HmacSha256 => {
             PurposeKey::Mac(Box::new(hmac::Key::new(hmac::HMAC_SHA256, material)))
+        }
+        KeyAlgorithm::Jwt(alg) if purpose == Purpose::Licenses => {
+            PurposeKey::License(Box::new(LicenseSigner::from_pkcs8(alg, prefix, material)?))
         }
         KeyAlgorithm::Jwt(alg) => {
             PurposeKey::Jwt(Box::new(JwtSigningKey::from_pkcs8(alg, prefix, material)?))

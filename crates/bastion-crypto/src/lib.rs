@@ -4,6 +4,7 @@
 //! - [`envelope`]: AES-256-GCM envelopes that carry their key id and version, bound to a context.
 //! - [`jwt`]: token signing keys (RS256, ES256, EdDSA), JWKS and verification.
 //! - [`keyring`]: per-purpose keys wrapped by the master key, with ids, versions and a canary.
+//! - [`license`]: signed license keys, machine certificates and revocation lists (offline).
 //! - [`password`]: Argon2id and bcrypt password hashes, with upgrade detection.
 //! - [`signing`]: Ed25519 signing keys (audit checkpoints) and verification.
 //!
@@ -12,6 +13,7 @@
 pub mod envelope;
 pub mod jwt;
 pub mod keyring;
+pub mod license;
 pub mod master;
 pub mod password;
 pub mod signing;

@@ -92,14 +92,14 @@ pub struct LoginStormArgs {
 
 /// A running `bastion serve` with its data dir. Fields drop in order: the server stops before
 /// its directory is removed.
-struct Server {
-    guard: Guard,
-    addr: SocketAddr,
+pub(crate) struct Server {
+    pub(crate) guard: Guard,
+    pub(crate) addr: SocketAddr,
     data_dir: tempfile::TempDir,
 }
 
 impl Server {
-    async fn start(bin: &Path, env: &[(&str, String)]) -> Result<Self> {
+    pub(crate) async fn start(bin: &Path, env: &[(&str, String)]) -> Result<Self> {
         let data_dir = tempfile::tempdir()?;
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
         let mut cmd = bastion_command(bin, addr, data_dir.path());
@@ -120,7 +120,7 @@ impl Server {
     }
 
     /// Signs up, follows the verification link from the mail outbox, and checks sign-in works.
-    async fn create_verified_user(&mut self) -> Result<()> {
+    pub(crate) async fn create_verified_user(&mut self) -> Result<()> {
         let (status, body) = self
             .post(
                 "/v1/auth/signup",
@@ -168,7 +168,7 @@ impl Server {
     }
 
     /// Signs in; returns the access token.
-    async fn login(&self) -> Result<String> {
+    pub(crate) async fn login(&self) -> Result<String> {
         let (status, body) = self
             .post(
                 "/v1/auth/login",
@@ -202,7 +202,7 @@ fn link_token(eml: &str) -> Option<String> {
     })
 }
 
-fn pct(part: f64, whole: f64) -> f64 {
+pub(crate) fn pct(part: f64, whole: f64) -> f64 {
     if whole > 0.0 {
         100.0 * part / whole
     } else {
@@ -214,7 +214,7 @@ fn verdict(met: bool) -> &'static str {
     if met { "met" } else { "MISSED" }
 }
 
-fn write_json(path: Option<&PathBuf>, value: &impl Serialize) -> Result<()> {
+pub(crate) fn write_json(path: Option<&PathBuf>, value: &impl Serialize) -> Result<()> {
     match path {
         Some(p) => crate::write_json(p, value),
         None => Ok(()),

@@ -1,10 +1,11 @@
 //! bastion-load: the HTTP load driver. `compare` measures Bastion and a bare axum baseline in the
 //! same run, because on a noisy machine only the ratio between them is worth reporting; the
-//! account scenarios (`auth-me`, `login-storm`) likewise report each figure beside a baseline
-//! taken in the same run.
+//! account scenarios (`auth-me`, `login-storm`) and `licenses` likewise report each figure
+//! beside a baseline taken in the same run.
 
 mod accounts;
 mod baseline;
+mod licenses;
 mod load;
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -53,6 +54,9 @@ enum Cmd {
     /// 64 clients signing in to one account while one connection probes `/healthz`; compared
     /// with the bound "cores ÷ single-hash time" measured in this process.
     LoginStorm(accounts::LoginStormArgs),
+    /// License activation (renewal) and validation, one license per connection, against
+    /// `/healthz` on the same Bastion and the raw RS256 sign rate measured in this process.
+    Licenses(licenses::LicensesArgs),
     /// The baseline server `compare` starts (re-executing this binary).
     #[command(hide = true)]
     BaselineServer {
@@ -126,6 +130,7 @@ fn main() -> Result<()> {
         Cmd::Drive(args) => runtime()?.block_on(drive(args)),
         Cmd::AuthMe(args) => runtime()?.block_on(accounts::auth_me(args)),
         Cmd::LoginStorm(args) => runtime()?.block_on(accounts::login_storm(args)),
+        Cmd::Licenses(args) => runtime()?.block_on(licenses::licenses(args)),
         Cmd::BaselineServer { listen, port_file } => baseline::run(listen, &port_file),
     }
 }

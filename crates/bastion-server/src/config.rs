@@ -38,6 +38,7 @@ pub struct Config {
     pub tokens: TokensConfig,
     pub auth: AuthConfig,
     pub keys: KeysConfig,
+    pub licenses: LicensesConfig,
     pub audit: AuditConfig,
     pub email: EmailConfig,
     pub cleanup: CleanupConfig,
@@ -173,6 +174,48 @@ impl TokensConfig {
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
+pub struct LicensesConfig {
+    pub algorithm: String,
+    pub ip_max_failures: u32,
+    pub ip_window_secs: u64,
+    pub ip_lockout_secs: u64,
+    pub key_max_failures: u32,
+    pub default_lease_days: u64,
+}
+
+impl LicensesConfig {
+    /// The validated license-signing algorithm.
+    pub fn signing_algorithm(&self) -> Result<bastion_crypto::jwt::JwtAlgorithm, ConfigError> {
+        use bastion_crypto::jwt::JwtAlgorithm;
+        match JwtAlgorithm::parse(&self.algorithm) {
+            Some(a @ (JwtAlgorithm::Rs256 | JwtAlgorithm::EdDsa)) => Ok(a),
+            _ => Err(ConfigError::Invalid(format!(
+                "licenses.algorithm must be \"RS256\" or \"EdDSA\", not {:?}",
+                self.algorithm
+            ))),
+        }
+    }
+
+    /// Checks the limits: every count at least 1, every duration positive.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.signing_algorithm()?;
+        if self.ip_max_failures == 0
+            || self.key_max_failures == 0
+            || self.ip_window_secs == 0
+            || self.ip_lockout_secs == 0
+            || self.default_lease_days == 0
+        {
+            return Err(ConfigError::Invalid(
+                "licenses: failure counts, windows, lockouts and the lease must be at least 1"
+                    .to_owned(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
 pub struct AuditConfig {
     pub checkpoint_every_events: u64,
     pub checkpoint_every_secs: u64,
@@ -283,6 +326,7 @@ impl Config {
             );
         }
         self.tokens.jwt_algorithm()?;
+        self.licenses.validate()?;
         self.auth.password_policy()?;
         self.permission_map()?;
         if self.auth.login_max_failures == 0

@@ -12,6 +12,7 @@ use bastion_core::accounts::{AccountDeps, AccountPolicy, Accounts};
 use bastion_core::audit::{AuditEvent, AuditLog, Category, Outcome};
 use bastion_core::cleanup::{Cleanup, CleanupPolicy};
 use bastion_core::keys::{KeyRing, KeyRingOptions, SharedKeyRing};
+use bastion_core::licenses::{Licensing, LicensingConfig};
 use bastion_core::links::MagicLinks;
 use bastion_core::mail::{Branding, DispatchPolicy, Mailer};
 use bastion_core::orgs::{OrgDeps, Orgs};
@@ -69,14 +70,25 @@ pub struct Bastion {
 impl Bastion {
     /// Opens everything; a wrong master key fails here, before anything is written.
     pub async fn open(cfg: &Config) -> Result<Self, StartupError> {
+        Self::open_with_clock(cfg, Arc::new(SystemClock)).await
+    }
+
+    /// As [`Bastion::open`] on another clock (tests move time instead of sleeping).
+    pub async fn open_with_clock(
+        cfg: &Config,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StartupError> {
         master_key::ensure_data_dir(&cfg.data_dir)?;
         let store = storage::open(cfg).await?;
         let (master, source) = master_key::resolve(&cfg.data_dir, store.as_ref()).await?;
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let key_options = KeyRingOptions {
             token_algorithm: cfg
                 .tokens
                 .jwt_algorithm()
+                .map_err(|e| StartupError::Config(e.to_string()))?,
+            license_algorithm: cfg
+                .licenses
+                .signing_algorithm()
                 .map_err(|e| StartupError::Config(e.to_string()))?,
         };
         let keys = SharedKeyRing::new(
@@ -172,7 +184,18 @@ pub async fn run_with_routes(
     shutdown: impl Future<Output = ()> + Send,
     extra: Option<Router>,
 ) -> Result<(), StartupError> {
-    let bastion = Arc::new(Bastion::open(&cfg).await?);
+    run_app(cfg, listener, shutdown, extra, Arc::new(SystemClock)).await
+}
+
+/// As [`run_with_routes`] on `clock` (tests that move time: lockouts, leases, expiry).
+pub async fn run_app(
+    cfg: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+    extra: Option<Router>,
+    clock: Arc<dyn Clock>,
+) -> Result<(), StartupError> {
+    let bastion = Arc::new(Bastion::open_with_clock(&cfg, clock).await?);
     let local = listener
         .local_addr()
         .map_err(|e| StartupError::Listen(e.to_string()))?;
@@ -206,6 +229,7 @@ pub async fn run_with_routes(
         sessions: services.sessions.clone(),
         orgs: services.orgs.clone(),
         secrets: services.secrets.clone(),
+        licensing: services.licensing.clone(),
         key_limit: key_limit.clone(),
         store: bastion.store.clone(),
         security_txt,
@@ -322,6 +346,7 @@ pub struct AuthServices {
     pub cleanup: Arc<Cleanup>,
     pub orgs: Arc<Orgs>,
     pub secrets: Arc<Secrets>,
+    pub licensing: Arc<Licensing>,
 }
 
 fn ms(secs: u64) -> i64 {
@@ -412,6 +437,7 @@ pub fn auth_services(b: &Bastion, cfg: &Config) -> Result<AuthServices, StartupE
         ms(a.link_ttl_secs),
         &cfg.link_base_url(),
     ));
+    let license_links = links.clone();
     let accounts = Arc::new(Accounts::new(
         AccountDeps {
             store: b.store.clone(),
@@ -441,7 +467,9 @@ pub fn auth_services(b: &Bastion, cfg: &Config) -> Result<AuthServices, StartupE
         b.clock.clone(),
         CleanupPolicy {
             // The longest window any counter uses: login counters and the hourly mail throttle.
-            attempt_window_ms: ms(a.login_window_secs).max(3_600_000),
+            attempt_window_ms: ms(a.login_window_secs)
+                .max(3_600_000)
+                .max(ms(cfg.licenses.ip_window_secs)),
             mail_retention_ms: ms(e.retention_days.saturating_mul(86_400)),
             batch: cfg.cleanup.batch_size,
         },
@@ -453,6 +481,23 @@ pub fn auth_services(b: &Bastion, cfg: &Config) -> Result<AuthServices, StartupE
         b.audit.clone(),
         b.clock.clone(),
     ));
+    let l = &cfg.licenses;
+    let licensing = Arc::new(Licensing::new(
+        orgs.clone(),
+        b.store.clone(),
+        b.keys.clone(),
+        mailer.clone(),
+        license_links,
+        b.audit.clone(),
+        b.clock.clone(),
+        LicensingConfig {
+            ip_failures: l.ip_max_failures,
+            ip_window_ms: ms(l.ip_window_secs),
+            ip_lockout_ms: ms(l.ip_lockout_secs),
+            key_failures: l.key_max_failures,
+            default_lease_ms: ms(l.default_lease_days.saturating_mul(86_400)),
+        },
+    ));
     Ok(AuthServices {
         accounts,
         sessions,
@@ -460,6 +505,7 @@ pub fn auth_services(b: &Bastion, cfg: &Config) -> Result<AuthServices, StartupE
         cleanup,
         orgs,
         secrets,
+        licensing,
     })
 }
 

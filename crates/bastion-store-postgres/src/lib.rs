@@ -16,6 +16,7 @@ use sqlx::{PgPool, Postgres, Row, Transaction};
 
 mod accounts;
 mod context;
+mod licenses;
 mod links_mail;
 mod orgs;
 mod vault;
@@ -541,6 +542,25 @@ impl LockoutStore for PgStore {
                 attempt: u32::try_from(attempts).unwrap_or(u32::MAX),
             }
         })
+    }
+
+    async fn locked_until(
+        &self,
+        scope: &Scope,
+        key: &str,
+        now_ms: i64,
+    ) -> StoreResult<Option<i64>> {
+        let mut tx = self.begin(scope).await?;
+        let until: Option<i64> = sqlx::query_scalar(
+            "SELECT locked_until_ms FROM attempt_counters WHERE key = $1 AND locked_until_ms > $2",
+        )
+        .bind(key)
+        .bind(now_ms)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(until)
     }
 
     async fn clear_attempts(&self, scope: &Scope, key: &str) -> StoreResult<()> {

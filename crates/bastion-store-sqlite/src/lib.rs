@@ -20,6 +20,7 @@ use tokio::sync::Mutex;
 const INSERT_CHUNK: usize = 100;
 
 mod accounts;
+mod licenses;
 mod links_mail;
 mod orgs;
 mod vault;
@@ -450,6 +451,24 @@ impl LockoutStore for SqliteStore {
                 attempt: u32::try_from(attempts).unwrap_or(u32::MAX),
             }
         })
+    }
+
+    async fn locked_until(
+        &self,
+        scope: &Scope,
+        key: &str,
+        now_ms: i64,
+    ) -> StoreResult<Option<i64>> {
+        require_system(scope)?;
+        let until: Option<i64> = sqlx::query_scalar(
+            "SELECT locked_until_ms FROM attempt_counters WHERE key = ?1 AND locked_until_ms > ?2",
+        )
+        .bind(key)
+        .bind(now_ms)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(until)
     }
 
     async fn clear_attempts(&self, scope: &Scope, key: &str) -> StoreResult<()> {

@@ -8,7 +8,10 @@ use sqlx::Row;
 
 use crate::{SqliteStore, db_err, require_system};
 
-async fn insert_mail(conn: &mut sqlx::SqliteConnection, m: &OutboundMail) -> StoreResult<()> {
+pub(crate) async fn insert_mail(
+    conn: &mut sqlx::SqliteConnection,
+    m: &OutboundMail,
+) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO email_outbox (id, recipient, template, sealed, sealed_key, created_ms, next_attempt_ms) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",

@@ -18,6 +18,9 @@ use crate::{
     ThrottleRule, UserRow,
 };
 
+pub mod licenses;
+pub use licenses::*;
+
 const SYS: Scope = Scope::System("conformance");
 
 fn event(i: usize) -> NewAuditEvent {
@@ -994,7 +997,7 @@ const NOW: i64 = 1_700_000_000_000;
 pub fn permission_rows() -> Vec<(i32, String)> {
     let adds: [(i32, &[&str]); 6] = [
         (20, &["org.read", "members.read", "projects.read"]),
-        (30, &[]),
+        (30, &["licenses.read"]),
         (40, &["secrets.read"]),
         (60, &["members.invite", "projects.write", "secrets.write"]),
         (
@@ -1007,6 +1010,9 @@ pub fn permission_rows() -> Vec<(i32, String)> {
                 "api_keys.create",
                 "api_keys.revoke",
                 "audit.read",
+                "licenses.issue",
+                "licenses.revoke",
+                "licenses.freeze",
             ],
         ),
         (100, &["org.delete"]),
@@ -3199,7 +3205,12 @@ macro_rules! conformance_tests {
             s3_replace_key_ring_is_all_or_nothing_and_checks_the_canary,
             s1_encryption_reservations_are_atomic_under_concurrency,
             s1_sealed_counts_group_rows_by_key,
-            s1_vault_system_paths_refuse_request_scopes
+            s1_vault_system_paths_refuse_request_scopes,
+            l3_licenses_are_found_by_key_hash_and_org_scoped,
+            l2_concurrent_activations_never_exceed_the_machine_limit,
+            l7_key_failures_freeze_exactly_once_and_queue_one_mail,
+            l5_revocation_is_once_and_lists_are_per_product,
+            l1_deleting_an_org_takes_its_licenses_along
         );
     };
     (@each $make:expr; $($name:ident),*) => {

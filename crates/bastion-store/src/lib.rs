@@ -8,6 +8,7 @@ pub mod accounts;
 pub mod audit;
 pub mod cleanup;
 pub mod keyring;
+pub mod licenses;
 pub mod links;
 pub mod lockout;
 pub mod mail;
@@ -22,6 +23,9 @@ pub use accounts::{AccountStore, RefreshRow, Rotation, SessionRow, SessionStore,
 pub use audit::{AuditRecord, AuditStore, ChainHead, CheckpointRecord, NewAuditEvent, Sealer};
 pub use cleanup::{CleanupStore, Purgeable};
 pub use keyring::{KeyRingStore, StoredKey};
+pub use licenses::{
+    Activation, KeyFailure, LicenseRow, LicenseStore, MachineRow, PolicyRow, ProductRow,
+};
 pub use links::{ConsumedLink, MagicLinkRow, MagicLinkStore};
 pub use lockout::{AttemptDecision, LockoutStore, ThrottleRule};
 pub use mail::{ClaimedMail, MailCounts, MailStore, OutboundMail};
@@ -70,6 +74,7 @@ pub trait Store:
     + AuditStore
     + CleanupStore
     + KeyRingStore
+    + LicenseStore
     + LockoutStore
     + MagicLinkStore
     + MailStore

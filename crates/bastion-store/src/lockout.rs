@@ -30,6 +30,10 @@ pub trait LockoutStore {
         now_ms: i64,
         rule: &ThrottleRule,
     ) -> StoreResult<AttemptDecision>;
+    /// Until when `key` is locked, if it is locked at `now_ms`; counts nothing. For limits on
+    /// failures only (SPEC L6), where the check comes first and only a failure is registered.
+    async fn locked_until(&self, scope: &Scope, key: &str, now_ms: i64)
+    -> StoreResult<Option<i64>>;
     /// Forgets `key`'s attempts (after a success). Stale counters go through
     /// [`crate::CleanupStore`].
     async fn clear_attempts(&self, scope: &Scope, key: &str) -> StoreResult<()>;

@@ -76,6 +76,8 @@ pub struct Spawn {
     pub postgres: bool,
     /// Routes mounted under the full middleware stack (e.g. a panicking handler).
     pub extra: Option<Router>,
+    /// The server's clock (default: the system clock).
+    pub clock: Option<std::sync::Arc<dyn bastion_core::Clock>>,
 }
 
 /// Starts a server with `tweak` applied to the test configuration. `None` only when
@@ -110,13 +112,15 @@ pub async fn spawn_app(opts: Spawn, tweak: impl FnOnce(&mut Config)) -> Option<T
     let (tx, rx) = oneshot::channel::<()>();
     let cfg = config.clone();
     let handle = tokio::spawn(async move {
-        bastion_server::startup::run_with_routes(
+        bastion_server::startup::run_app(
             cfg,
             listener,
             async move {
                 let _ = rx.await;
             },
             opts.extra,
+            opts.clock
+                .unwrap_or_else(|| std::sync::Arc::new(bastion_core::SystemClock)),
         )
         .await
     });

@@ -60,6 +60,80 @@ pub enum Command {
     /// Account administration.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Licensing: products, policies, issuing, freezing, revoking, and offline verification.
+    #[command(subcommand)]
+    License(LicenseCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LicenseCommand {
+    /// Create a product in an organization.
+    ProductCreate {
+        #[arg(long)]
+        org: String,
+        #[arg(long)]
+        name: String,
+    },
+    /// Create a policy (the terms licenses are issued under) for a product.
+    PolicyCreate {
+        #[arg(long)]
+        org: String,
+        #[arg(long)]
+        product: String,
+        #[arg(long)]
+        name: String,
+        /// Machines one license may be active on at once.
+        #[arg(long)]
+        max_machines: u32,
+        /// Term from issue in days (default: perpetual).
+        #[arg(long)]
+        duration_days: Option<u32>,
+        /// Offline lease of machine certificates in days (default: `licenses.default_lease_days`).
+        #[arg(long)]
+        lease_days: Option<u32>,
+        /// An entitlement; repeat for several.
+        #[arg(long = "entitlement", value_name = "NAME")]
+        entitlements: Vec<String>,
+    },
+    /// Issue a license to an email address: prints the key and mails it to the licensee.
+    Issue {
+        #[arg(long)]
+        org: String,
+        #[arg(long)]
+        policy: String,
+        #[arg(long)]
+        email: String,
+    },
+    /// List an organization's licenses, newest first.
+    List {
+        #[arg(long)]
+        org: String,
+        #[arg(long)]
+        product: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Show a license and its machines.
+    Show { license: String },
+    /// Freeze a license key (activations refused until unfrozen).
+    Freeze { license: String },
+    /// Unfreeze a license key and reset its failed-activation count.
+    Unfreeze { license: String },
+    /// Revoke a license for good (it joins its product's revocation list).
+    Revoke { license: String },
+    /// Print every license public key as JSON ({"keys": [...]}), to ship in the app.
+    PublicKeys,
+    /// Verify a license key offline: no server, no database, only the public key file.
+    Verify {
+        /// JSON from `bastion license public-keys` (or one key).
+        #[arg(long, value_name = "FILE")]
+        public_key: PathBuf,
+        /// Also check the key is bound to this email.
+        #[arg(long)]
+        email: Option<String>,
+        /// The license key (`BSTL1.…`).
+        key: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -8,7 +8,9 @@ use bastion_core::audit::{self, CheckpointFile};
 use bastion_server::config::{Config, DEFAULT_TOML};
 use bastion_server::{Bastion, telemetry};
 
-use crate::cli::{AdminCommand, AuditCommand, Cli, Command, ConfigCommand, TlsCommand};
+use crate::cli::{
+    AdminCommand, AuditCommand, Cli, Command, ConfigCommand, LicenseCommand, TlsCommand,
+};
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     // Commands that need no configuration.
@@ -18,6 +20,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         Command::Healthcheck(args) => return Ok(crate::healthcheck::run(args).await),
+        Command::License(LicenseCommand::Verify {
+            public_key,
+            email,
+            key,
+        }) => return crate::license::verify_offline(public_key, email.as_deref(), key),
         Command::Tls(TlsCommand::SelfSigned { out, names }) => {
             bastion_server::tls::write_self_signed(out, names.clone())?;
             println!(
@@ -49,6 +56,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Keys(cmd) => crate::keys::run(&cfg, cmd).await,
+        Command::License(cmd) => crate::license::run(&cfg, cmd).await,
         Command::Audit(cmd) => audit_command(&cfg, cmd).await,
         Command::Cleanup { dry_run } => {
             let b = Bastion::open(&cfg).await?;

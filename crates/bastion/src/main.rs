@@ -4,6 +4,7 @@ mod cli;
 mod commands;
 mod healthcheck;
 mod keys;
+mod license;
 
 use clap::Parser;
 

@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod health;
+pub mod licenses;
 pub mod orgs;
 pub mod secrets;
 pub mod well_known;

@@ -25,6 +25,13 @@ pub enum Template<'a> {
         org_name: String,
         level: &'static str,
     },
+    /// A license was issued to this address (SPEC L2): the key itself, to paste into the app.
+    /// The key is the one secret of this mail, like a link in the others.
+    LicenseIssued { key: &'a str, product: String },
+    /// Too many failed activations froze a license key (SPEC L7).
+    LicenseFrozen { product: String },
+    /// The app asked to revoke this license (SPEC L5): the link confirms it.
+    LicenseRevoke { link: &'a str, product: String },
 }
 
 impl Template<'_> {
@@ -34,6 +41,9 @@ impl Template<'_> {
             Self::ResetPassword { .. } => "reset_password",
             Self::AlreadyRegistered => "already_registered",
             Self::OrgInvite { .. } => "org_invite",
+            Self::LicenseIssued { .. } => "license_issued",
+            Self::LicenseFrozen { .. } => "license_frozen",
+            Self::LicenseRevoke { .. } => "license_revoke",
         }
     }
 
@@ -83,6 +93,40 @@ impl Template<'_> {
                     ),
                     format!(
                         "It works once and expires in {ttl} minutes. If you did not expect this, ignore this message."
+                    ),
+                ],
+                Some(*link),
+            ),
+            Self::LicenseIssued { key, product: item } => (
+                format!("Your {item} license"),
+                vec![
+                    format!(
+                        "Here is your license key for {item}, registered to {to}. Paste it into the app together with this address:"
+                    ),
+                    "Keep it private: anyone with the key and your address can use a seat of your license.".to_owned(),
+                ],
+                Some(*key),
+            ),
+            Self::LicenseFrozen { product: item } => (
+                format!("Your {item} license key was frozen"),
+                vec![
+                    format!(
+                        "Your {item} license key, registered to {to}, had too many failed activation attempts, so it was frozen to protect it. Machines already activated keep working until their offline lease ends."
+                    ),
+                    format!(
+                        "If these attempts were not yours, your key may have been shared. Contact the seller of {item} to unfreeze it."
+                    ),
+                ],
+                None,
+            ),
+            Self::LicenseRevoke { link, product: item } => (
+                format!("Confirm revoking your {item} license"),
+                vec![
+                    format!(
+                        "Someone asked, from an activated copy of {item}, to revoke the license registered to {to}. To confirm, open this link:"
+                    ),
+                    format!(
+                        "Revoking stops the license on every machine and cannot be undone. The link works once and expires in {ttl} minutes. If you did not ask for this, ignore this message: your license is unchanged."
                     ),
                 ],
                 Some(*link),
@@ -144,6 +188,10 @@ mod tests {
             Template::VerifyEmail { link },
             Template::ResetPassword { link },
             Template::AlreadyRegistered,
+            Template::LicenseRevoke {
+                link,
+                product: "Desk".into(),
+            },
         ] {
             let m = t.render(&b, "ada@example.com");
             assert!(!m.subject.is_empty() && !m.text.is_empty());

@@ -95,6 +95,7 @@ async fn a2_configured_algorithm_applies_to_new_keys_and_wrong_master_keys_fail(
     let clock = ManualClock::new(1);
     let opts = KeyRingOptions {
         token_algorithm: JwtAlgorithm::EdDsa,
+        ..KeyRingOptions::default()
     };
     let ring = KeyRing::open_with(s.as_ref(), &master, &clock, &opts)
         .await
@@ -113,4 +114,74 @@ async fn a2_configured_algorithm_applies_to_new_keys_and_wrong_master_keys_fail(
         KeyRing::rotate(s.as_ref(), &wrong, &clock, Purpose::Tokens, &opts).await,
         Err(KeyError::WrongMasterKey)
     ));
+}
+
+fn license_claims(signer: &bastion_crypto::license::LicenseSigner) -> bastion_crypto::license::LicenseClaims {
+    bastion_crypto::license::LicenseClaims {
+        v: 1,
+        kid: signer.kid().into(),
+        alg: signer.alg_name().into(),
+        lic: "lic_1".into(),
+        prd: "prd_1".into(),
+        pol: "pol_1".into(),
+        iat: 1_700_000_000,
+        exp: None,
+        ent: vec![],
+        eml: bastion_crypto::license::email_hash("lic_1", "a@example.com"),
+    }
+}
+
+#[tokio::test]
+async fn l1_after_a_license_key_rotation_keys_signed_before_still_verify() {
+    use bastion_crypto::license::DocumentKind;
+    let (store, _dir) = store().await;
+    let master = MasterKey::from_bytes([3; 32]);
+    let clock = ManualClock::new(1_700_000_000_000);
+    let ring = KeyRing::open(store.as_ref(), &master, &clock).await.unwrap();
+    let v1 = ring.license_signer().unwrap();
+    assert_eq!(v1.alg_name(), "RS256", "RS256 by default (SPEC L1)");
+    let old_key = v1.sign(DocumentKind::License, &license_claims(v1)).unwrap();
+    KeyRing::rotate(
+        store.as_ref(),
+        &master,
+        &clock,
+        Purpose::Licenses,
+        &KeyRingOptions {
+            license_algorithm: JwtAlgorithm::EdDsa,
+            ..KeyRingOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let ring = KeyRing::open(store.as_ref(), &master, &clock).await.unwrap();
+    let v2 = ring.license_signer().unwrap();
+    assert!(v2.kid().starts_with("licenses-v2-"), "{}", v2.kid());
+    assert_eq!(v2.alg_name(), "EdDSA");
+    let new_key = v2.sign(DocumentKind::License, &license_claims(v2)).unwrap();
+    assert!(new_key.len() < old_key.len(), "Ed25519 keys are the short alternative");
+    let published = ring.license_public_keys();
+    assert_eq!(published.len(), 2, "apps ship every key by id");
+    for key in [&old_key, &new_key] {
+        ring.license_verifier()
+            .verify_license(key, Some("a@example.com"), 1_700_000_100, 300)
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn l3_the_lookup_pepper_is_never_rotated() {
+    let (store, _dir) = store().await;
+    let master = MasterKey::from_bytes([3; 32]);
+    let clock = ManualClock::new(1_700_000_000_000);
+    let ring = KeyRing::open(store.as_ref(), &master, &clock).await.unwrap();
+    assert!(ring.license_pepper().is_ok());
+    let refused = KeyRing::rotate(
+        store.as_ref(),
+        &master,
+        &clock,
+        Purpose::LicenseLookup,
+        &KeyRingOptions::default(),
+    )
+    .await;
+    assert!(matches!(refused, Err(KeyError::NotRotatable)));
 }

@@ -6,6 +6,7 @@
 mod auth;
 mod endpoints;
 mod hardening;
+mod licenses;
 mod lifecycle;
 mod links;
 mod listeners;

@@ -406,6 +406,16 @@ const FORGED_WRITES: &[&str] = &[
     "INSERT INTO secrets (id, org_id, project_id, name, value_key, value, version, created_ms, updated_ms, updated_by) \
      VALUES ('sec_evil', 'org_a', 'prj_a', 'EVIL', 'secrets-v1', 'x'::bytea, 1, 1, 1, 'usr_a')",
     "INSERT INTO key_encryptions (key_id, reserved) VALUES ('secrets-v9', 0)",
+    "UPDATE licenses SET revoked_ms = 1, frozen_ms = 1, failures = 99",
+    "UPDATE license_machines SET last_seen_ms = 1, name = 'owned'",
+    "INSERT INTO products (id, org_id, name, created_ms) VALUES ('prd_evil', 'org_a', 'evil', 1)",
+    "INSERT INTO license_policies (id, org_id, product_id, name, max_machines, entitlements, lease_ms, created_ms) \
+     VALUES ('pol_evil', 'org_a', 'prd_org_a', 'evil', 99, '{all}', 1, 1)",
+    "INSERT INTO licenses (id, org_id, product_id, policy_id, key_hash, email, entitlements, max_machines, \
+     lease_ms, created_ms, created_by) VALUES ('lic_evil', 'org_a', 'prd_org_a', 'pol_org_a', \
+     decode(repeat('ee', 32), 'hex'), 'evil@example.com', '{all}', 99, 1, 1, 'usr_a')",
+    "INSERT INTO license_machines (id, org_id, license_id, machine_hash, name, activated_ms, last_seen_ms) \
+     VALUES ('mch_evil', 'org_a', 'lic_org_a', decode(repeat('ee', 32), 'hex'), 'evil', 1, 1)",
 ];
 
 #[tokio::test]
@@ -495,6 +505,8 @@ async fn r4_a_direct_connection_without_a_valid_context_sees_nothing_and_cannot_
         .reserve_encryptions(&sys, "secrets-v1", 1)
         .await
         .unwrap();
+    // And licensing: a product, a policy, a license and its machine.
+    licensed(&f.store, &admin, "org_a", 1).await;
     let pool = f.store.pool();
     let tables = [
         "users",
@@ -516,6 +528,10 @@ async fn r4_a_direct_connection_without_a_valid_context_sees_nothing_and_cannot_
         "secret_projects",
         "secrets",
         "key_encryptions",
+        "products",
+        "license_policies",
+        "licenses",
+        "license_machines",
     ];
 
     // Control: the store's own contexts do see rows, so zero below means refused.
@@ -538,14 +554,32 @@ async fn r4_a_direct_connection_without_a_valid_context_sees_nothing_and_cannot_
                 "secret_projects",
                 "secrets",
                 "key_encryptions",
+                "products",
+                "license_policies",
+                "licenses",
+                "license_machines",
             ],
         )
         .await,
     );
     assert!(seen.iter().all(|(_, n)| *n > 0), "{seen:?}");
     let (role, ctx) = f.store.signed_context(&admin).unwrap();
-    let seen =
-        selects(attacker_view(pool, role, Some(&ctx), &["secret_projects", "secrets"]).await);
+    let seen = selects(
+        attacker_view(
+            pool,
+            role,
+            Some(&ctx),
+            &[
+                "secret_projects",
+                "secrets",
+                "products",
+                "license_policies",
+                "licenses",
+                "license_machines",
+            ],
+        )
+        .await,
+    );
     assert!(seen.iter().all(|(_, n)| *n > 0), "{seen:?}");
     let me = as_user("usr_a");
     let (role, ctx) = f.store.signed_context(&me).unwrap();
@@ -572,6 +606,10 @@ async fn r4_a_direct_connection_without_a_valid_context_sees_nothing_and_cannot_
                 "api_keys",
                 "secret_projects",
                 "secrets",
+                "products",
+                "license_policies",
+                "licenses",
+                "license_machines",
             ],
         )
         .await,
@@ -666,6 +704,27 @@ async fn r4_a_direct_connection_without_a_valid_context_sees_nothing_and_cannot_
         f.store.encryptions(&sys).await.unwrap(),
         [("secrets-v1".to_owned(), 1)]
     );
+    {
+        use bastion_store::LicenseStore;
+        let lic = f.store.license(&sys, "lic_org_a").await.unwrap().unwrap();
+        assert_eq!(
+            (lic.failures, lic.frozen_ms, lic.revoked_ms),
+            (0, None, None)
+        );
+        assert_eq!(f.store.products(&sys, "org_a").await.unwrap().len(), 1);
+        assert_eq!(f.store.policies(&sys, "prd_org_a").await.unwrap().len(), 1);
+        assert_eq!(
+            f.store
+                .licenses(&sys, "org_a", None, 10)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        let machines = f.store.machines(&sys, "lic_org_a").await.unwrap();
+        assert_eq!(machines.len(), 1);
+        assert_eq!(machines[0].name, "machine mch_org_a");
+    }
 }
 
 /// The URL of `db` for the login role `role` (local trust authentication).
@@ -775,6 +834,7 @@ async fn r4_a_runtime_login_role_serves_through_the_owners_key_and_alone_sees_no
         .reserve_encryptions(&sys, "secrets-v1", 1)
         .await
         .unwrap();
+    licensed(&f.store, &owner, "org_rt", 7).await;
     let tenant_tables = [
         "users",
         "orgs",
@@ -786,6 +846,10 @@ async fn r4_a_runtime_login_role_serves_through_the_owners_key_and_alone_sees_no
         "secret_projects",
         "secrets",
         "key_encryptions",
+        "products",
+        "license_policies",
+        "licenses",
+        "license_machines",
     ];
 
     // The attacker's way: the same credentials, by hand.
@@ -1257,6 +1321,7 @@ async fn r4_a_valid_context_of_org_a_naming_org_b_sees_none_of_org_b() {
         .unwrap();
     let b_secret = secret_row("sec_b", "org_b", "prj_b", "DB_URL", "secrets-v1");
     store.insert_secret(&owner_b, &b_secret).await.unwrap();
+    licensed(store, &owner_b, "org_b", 2).await;
     let mut b_event = ev("b.1");
     b_event.org_id = Some("org_b".into());
     store
@@ -1273,6 +1338,11 @@ async fn r4_a_valid_context_of_org_a_naming_org_b_sees_none_of_org_b() {
         "SELECT count(*) FROM secret_projects WHERE org_id = 'org_b'",
         "SELECT count(*) FROM secrets WHERE org_id = 'org_b'",
         "SELECT count(*) FROM secrets WHERE project_id = 'prj_b'",
+        "SELECT count(*) FROM products WHERE org_id = 'org_b'",
+        "SELECT count(*) FROM license_policies WHERE product_id = 'prd_org_b'",
+        "SELECT count(*) FROM licenses WHERE org_id = 'org_b'",
+        "SELECT count(*) FROM licenses WHERE key_hash = decode(repeat('02', 32), 'hex')",
+        "SELECT count(*) FROM license_machines WHERE license_id = 'lic_org_b'",
         "SELECT count(*) FROM level_permissions",
     ];
     let pool = store.pool();
@@ -1308,6 +1378,27 @@ async fn r4_a_valid_context_of_org_a_naming_org_b_sees_none_of_org_b() {
         // Filed under one's own org, into B's project: the composite key refuses it.
         "INSERT INTO secrets (id, org_id, project_id, name, value_key, value, version, created_ms, updated_ms, updated_by) \
          VALUES ('sec_evil', 'org_a', 'prj_b', 'EVIL', 'secrets-v1', 'x'::bytea, 1, 1, 1, 'usr_a')",
+        "UPDATE licenses SET revoked_ms = 1 WHERE org_id = 'org_b'",
+        "UPDATE licenses SET frozen_ms = 1, failures = 99 WHERE org_id = 'org_b'",
+        "UPDATE license_machines SET last_seen_ms = 1, name = 'owned' WHERE org_id = 'org_b'",
+        "DELETE FROM license_machines WHERE org_id = 'org_b'",
+        "INSERT INTO products (id, org_id, name, created_ms) VALUES ('prd_evil', 'org_b', 'evil', 1)",
+        "INSERT INTO license_policies (id, org_id, product_id, name, max_machines, entitlements, lease_ms, created_ms) \
+         VALUES ('pol_evil', 'org_b', 'prd_org_b', 'evil', 99, '{all}', 1, 1)",
+        "INSERT INTO licenses (id, org_id, product_id, policy_id, key_hash, email, entitlements, max_machines, \
+         lease_ms, created_ms, created_by) VALUES ('lic_evil', 'org_b', 'prd_org_b', 'pol_org_b', \
+         decode(repeat('ee', 32), 'hex'), 'evil@example.com', '{all}', 99, 1, 1, 'usr_a')",
+        "INSERT INTO license_machines (id, org_id, license_id, machine_hash, name, activated_ms, last_seen_ms) \
+         VALUES ('mch_evil', 'org_b', 'lic_org_b', decode(repeat('ee', 32), 'hex'), 'evil', 1, 1)",
+        // Filed under one's own org, onto B's product, policy or license: the composite keys
+        // refuse them.
+        "INSERT INTO license_policies (id, org_id, product_id, name, max_machines, entitlements, lease_ms, created_ms) \
+         VALUES ('pol_evil', 'org_a', 'prd_org_b', 'evil', 99, '{all}', 1, 1)",
+        "INSERT INTO licenses (id, org_id, product_id, policy_id, key_hash, email, entitlements, max_machines, \
+         lease_ms, created_ms, created_by) VALUES ('lic_evil', 'org_a', 'prd_org_b', 'pol_org_b', \
+         decode(repeat('ee', 32), 'hex'), 'evil@example.com', '{all}', 99, 1, 1, 'usr_a')",
+        "INSERT INTO license_machines (id, org_id, license_id, machine_hash, name, activated_ms, last_seen_ms) \
+         VALUES ('mch_evil', 'org_a', 'lic_org_b', decode(repeat('ee', 32), 'hex'), 'evil', 1, 1)",
     ];
     for scope in [
         in_org("usr_a", "org_b"),
@@ -1344,6 +1435,19 @@ async fn r4_a_valid_context_of_org_a_naming_org_b_sees_none_of_org_b() {
         Some(b_secret)
     );
     assert_eq!(store.projects(&sys, "org_b").await.unwrap().len(), 1);
+    {
+        use bastion_store::LicenseStore;
+        let lic = store.license(&sys, "lic_org_b").await.unwrap().unwrap();
+        assert_eq!(
+            (lic.failures, lic.frozen_ms, lic.revoked_ms),
+            (0, None, None)
+        );
+        assert_eq!(store.products(&sys, "org_b").await.unwrap().len(), 1);
+        assert_eq!(store.policies(&sys, "prd_org_b").await.unwrap().len(), 1);
+        let machines = store.machines(&sys, "lic_org_b").await.unwrap();
+        assert_eq!(machines.len(), 1);
+        assert_eq!(machines[0].last_seen_ms, 2);
+    }
 }
 
 #[tokio::test]
@@ -1376,6 +1480,8 @@ async fn r4_request_work_changes_only_the_columns_its_actions_need() {
         )
         .await
         .unwrap();
+    licensed(store, &owner, "org_a", 1).await;
+    licensed(store, &in_org("usr_b", "org_b"), "org_b", 2).await;
     // A Super Admin's genuine context: the policies let it update these rows, the column
     // grants do not let it move a membership to another user, re-key a key or re-own an org.
     let (role, ctx) = store.signed_context(&owner).unwrap();
@@ -1395,6 +1501,27 @@ async fn r4_request_work_changes_only_the_columns_its_actions_need() {
         // The encryption budget is the system's alone: no grant at all.
         "SELECT count(*) FROM key_encryptions",
         "UPDATE key_encryptions SET reserved = 0",
+        // A license changes only in its state; a machine in its name and last-seen time.
+        "UPDATE licenses SET org_id = 'org_b', product_id = 'prd_org_b', policy_id = 'pol_org_b'",
+        "UPDATE licenses SET key_hash = decode(repeat('00', 32), 'hex')",
+        "UPDATE licenses SET email = 'evil@example.com'",
+        "UPDATE licenses SET max_machines = 99",
+        "UPDATE licenses SET entitlements = '{all}'",
+        "UPDATE licenses SET expires_ms = NULL",
+        "UPDATE license_machines SET license_id = 'lic_org_b', org_id = 'org_b'",
+        "UPDATE license_machines SET machine_hash = decode(repeat('00', 32), 'hex')",
+        "UPDATE products SET name = 'renamed'",
+        "UPDATE license_policies SET max_machines = 99",
+        "DELETE FROM licenses",
+        "DELETE FROM license_policies",
+        "DELETE FROM products",
+        // Issued live: a frozen or revoked license would skip those permissions.
+        "INSERT INTO licenses (id, org_id, product_id, policy_id, key_hash, email, entitlements, max_machines, \
+         lease_ms, created_ms, created_by, revoked_ms) VALUES ('lic_x', 'org_a', 'prd_org_a', 'pol_org_a', \
+         decode(repeat('ee', 32), 'hex'), 'x@example.com', '{}', 1, 1, 1, 'usr_super', 1)",
+        // The outbox is the system's: licensing mail goes through its path.
+        "INSERT INTO email_outbox (id, recipient, template, sealed, created_ms, next_attempt_ms) \
+         VALUES ('mail_x', 'x@example.com', 't', 'x'::bytea, 1, 1)",
     ] {
         let mut tx = store.pool().begin().await.unwrap();
         sqlx::query("SELECT set_config('role', $1, true), set_config('bastion.ctx', $2, true)")
@@ -1424,6 +1551,17 @@ async fn r4_request_work_changes_only_the_columns_its_actions_need() {
             .await
             .unwrap()
     );
+    {
+        use bastion_store::LicenseStore;
+        assert!(
+            store
+                .set_frozen(&owner, "lic_org_a", Some(6))
+                .await
+                .unwrap()
+        );
+        assert!(store.touch_machine(&owner, "mch_org_a", 6).await.unwrap());
+        assert!(store.revoke_license(&owner, "lic_org_a", 6).await.unwrap());
+    }
     assert_eq!(
         store
             .update_secret(
@@ -1764,4 +1902,424 @@ async fn s3_mail_queued_before_the_vault_migration_has_an_unknown_key() {
         [("mail_p", "")]
     );
     store.pool().close().await;
+}
+
+/// A product of `org` created at 1.
+fn lic_product(id: &str, org: &str, name: &str) -> bastion_store::ProductRow {
+    bastion_store::ProductRow {
+        id: id.into(),
+        org_id: org.into(),
+        name: name.into(),
+        created_ms: 1,
+    }
+}
+
+/// A perpetual two-machine policy of `product`.
+fn lic_policy(id: &str, org: &str, product: &str, name: &str) -> bastion_store::PolicyRow {
+    bastion_store::PolicyRow {
+        id: id.into(),
+        org_id: org.into(),
+        product_id: product.into(),
+        name: name.into(),
+        max_machines: 2,
+        duration_ms: None,
+        entitlements: vec!["pro".into()],
+        lease_ms: 86_400_000,
+        created_ms: 1,
+    }
+}
+
+/// A live license issued at `at` under `policy`, whose key hash is `hash` repeated.
+fn lic_license(
+    id: &str,
+    policy: &bastion_store::PolicyRow,
+    hash: u8,
+    at: i64,
+) -> bastion_store::LicenseRow {
+    bastion_store::LicenseRow {
+        id: id.into(),
+        org_id: policy.org_id.clone(),
+        product_id: policy.product_id.clone(),
+        policy_id: policy.id.clone(),
+        key_hash: [hash; 32],
+        email: "ada@example.com".into(),
+        entitlements: policy.entitlements.clone(),
+        max_machines: policy.max_machines,
+        lease_ms: policy.lease_ms,
+        expires_ms: None,
+        created_ms: at,
+        created_by: "usr_a".into(),
+        failures: 0,
+        frozen_ms: None,
+        revoked_ms: None,
+    }
+}
+
+/// A machine of `license` first seen at `at`, whose hash is `hash` repeated.
+fn lic_machine(
+    id: &str,
+    license: &bastion_store::LicenseRow,
+    hash: u8,
+    at: i64,
+) -> bastion_store::MachineRow {
+    bastion_store::MachineRow {
+        id: id.into(),
+        org_id: license.org_id.clone(),
+        license_id: license.id.clone(),
+        machine_hash: [hash; 32],
+        name: format!("machine {id}"),
+        activated_ms: at,
+        last_seen_ms: at,
+    }
+}
+
+/// A licensing message to the licensee.
+fn lic_mail(id: &str) -> bastion_store::OutboundMail {
+    bastion_store::OutboundMail {
+        id: id.into(),
+        recipient: "ada@example.com".into(),
+        template: "license_issued".into(),
+        sealed: b"sealed".to_vec(),
+        sealed_key: "mail-v1".into(),
+        created_ms: 1,
+    }
+}
+
+/// Org `org` with product `prd_<org>`, its policy `pol_<org>`, license `lic_<org>` (key hash
+/// `hash`) issued by `issuer` and one machine activated by the system: a row in each licensing
+/// table.
+async fn licensed(store: &PgStore, issuer: &Scope, org: &str, hash: u8) {
+    use bastion_store::{Activation, LicenseStore};
+    let (product, policy_id) = (format!("prd_{org}"), format!("pol_{org}"));
+    store
+        .insert_product(issuer, &lic_product(&product, org, "Editor"))
+        .await
+        .unwrap();
+    let policy = lic_policy(&policy_id, org, &product, "Standard");
+    store.insert_policy(issuer, &policy).await.unwrap();
+    let lic = lic_license(&format!("lic_{org}"), &policy, hash, 1);
+    store.insert_license(issuer, &lic, None).await.unwrap();
+    let m = lic_machine(&format!("mch_{org}"), &lic, hash, 2);
+    assert!(matches!(
+        store
+            .activate_machine(&Scope::System("test"), &m, 2)
+            .await
+            .unwrap(),
+        Activation::Created(_)
+    ));
+}
+
+/// L3 on PostgreSQL: the policies decide licensing by the permission map. Learners, Users and
+/// Managers (licenses.read) see products, policies, licenses and machines and change nothing;
+/// Viewers, publishable and revoked keys and other orgs see nothing; Admins, Super Admins and
+/// service keys issue, freeze, revoke and deactivate; and with a map that splits them, freezing
+/// and revoking each need their own permission.
+#[tokio::test]
+async fn l3_license_policies_follow_the_permission_map() {
+    use bastion_store::{Activation, LicenseStore, MailStore, StoreError};
+    let Some(f) = fresh().await else { return };
+    let store = &*f.store;
+    let sys = Scope::System("test");
+    store
+        .sync_permissions(&sys, &permission_rows())
+        .await
+        .unwrap();
+    org_with(
+        store,
+        "org_a",
+        &[
+            ("usr_super", 100),
+            ("usr_admin", 80),
+            ("usr_mgr", 60),
+            ("usr_user", 40),
+            ("usr_learner", 30),
+            ("usr_viewer", 20),
+        ],
+    )
+    .await;
+    org_with(store, "org_b", &[("usr_b", 100)]).await;
+    let owner = in_org("usr_super", "org_a");
+    for (id, kind, hash) in [
+        ("key_s", KeyKind::Service, 1),
+        ("key_p", KeyKind::Publishable, 2),
+        ("key_r", KeyKind::Service, 3),
+    ] {
+        store
+            .create_api_key(&owner, &key_row(id, "org_a", kind, hash, 1))
+            .await
+            .unwrap();
+    }
+    assert!(
+        store
+            .revoke_api_key(&owner, "org_a", "key_r", 2)
+            .await
+            .unwrap()
+    );
+    let admin = in_org("usr_admin", "org_a");
+    store
+        .insert_product(&admin, &lic_product("prd_1", "org_a", "Editor"))
+        .await
+        .unwrap();
+    let policy = lic_policy("pol_1", "org_a", "prd_1", "Standard");
+    store.insert_policy(&admin, &policy).await.unwrap();
+    let lic = lic_license("lic_1", &policy, 1, 1);
+    store
+        .insert_license(&admin, &lic, Some(&lic_mail("mail_1")))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.mail_counts(&sys).await.unwrap().pending,
+        1,
+        "an Admin's license is mailed in its transaction"
+    );
+    let machine = lic_machine("mch_1", &lic, 7, 2);
+    assert!(matches!(
+        store.activate_machine(&sys, &machine, 2).await.unwrap(),
+        Activation::Created(_)
+    ));
+    let forbidden = |r: Result<(), StoreError>| matches!(r, Err(StoreError::Forbidden));
+
+    // (scope, holds licenses.read)
+    let bystanders = [
+        (in_org("usr_learner", "org_a"), true),
+        (in_org("usr_user", "org_a"), true),
+        (in_org("usr_mgr", "org_a"), true),
+        (in_org("usr_viewer", "org_a"), false),
+        (key_scope("key_p", "org_a", KeyKind::Publishable), false),
+        (key_scope("key_r", "org_a", KeyKind::Service), false),
+        (in_org("usr_b", "org_b"), false),
+        (in_org("usr_b", "org_a"), false),
+    ];
+    for (scope, reads) in bystanders {
+        let at = format!("{scope:?}");
+        let s = &scope;
+        assert_eq!(
+            store.product(s, "prd_1").await.unwrap().is_some(),
+            reads,
+            "{at}"
+        );
+        assert_eq!(
+            store.products(s, "org_a").await.unwrap().len(),
+            usize::from(reads),
+            "{at}"
+        );
+        assert_eq!(
+            store.policy(s, "pol_1").await.unwrap().is_some(),
+            reads,
+            "{at}"
+        );
+        assert_eq!(
+            store.policies(s, "prd_1").await.unwrap().len(),
+            usize::from(reads),
+            "{at}"
+        );
+        assert_eq!(
+            store.license(s, "lic_1").await.unwrap(),
+            reads.then(|| lic.clone()),
+            "{at}"
+        );
+        assert_eq!(
+            store.license_by_key_hash(s, &[1; 32]).await.unwrap(),
+            reads.then(|| lic.clone()),
+            "{at}"
+        );
+        assert_eq!(
+            store.licenses(s, "org_a", None, 10).await.unwrap().len(),
+            usize::from(reads),
+            "{at}"
+        );
+        assert_eq!(
+            store.machines(s, "lic_1").await.unwrap().len(),
+            usize::from(reads),
+            "{at}"
+        );
+        assert_eq!(
+            store
+                .machine_by_hash(s, "lic_1", &[7; 32])
+                .await
+                .unwrap()
+                .is_some(),
+            reads,
+            "{at}"
+        );
+        // And no writes at all.
+        assert!(
+            forbidden(
+                store
+                    .insert_product(s, &lic_product("prd_x", "org_a", "X"))
+                    .await
+            ),
+            "{at}"
+        );
+        assert!(
+            forbidden(
+                store
+                    .insert_policy(s, &lic_policy("pol_x", "org_a", "prd_1", "X"))
+                    .await
+            ),
+            "{at}"
+        );
+        assert!(
+            forbidden(
+                store
+                    .insert_license(
+                        s,
+                        &lic_license("lic_x", &policy, 9, 3),
+                        Some(&lic_mail("mail_x"))
+                    )
+                    .await
+            ),
+            "{at}"
+        );
+        assert!(
+            !store.set_frozen(s, "lic_1", Some(3)).await.unwrap(),
+            "{at}"
+        );
+        assert!(!store.revoke_license(s, "lic_1", 3).await.unwrap(), "{at}");
+        assert!(
+            !store.delete_machine(s, "lic_1", "mch_1").await.unwrap(),
+            "{at}"
+        );
+        assert!(!store.touch_machine(s, "mch_1", 3).await.unwrap(), "{at}");
+        let mut intruder = lic_machine("mch_x", &lic, 8, 3);
+        if let Some(org) = s.org_id() {
+            intruder.org_id = org.into();
+        }
+        assert!(
+            store.activate_machine(s, &intruder, 2).await.is_err(),
+            "{at}"
+        );
+        assert!(
+            store
+                .record_key_failure(s, "lic_1", 3, 1, &lic_mail("mail_f"))
+                .await
+                .is_err(),
+            "{at}"
+        );
+    }
+    assert_eq!(
+        store.license(&sys, "lic_1").await.unwrap(),
+        Some(lic.clone())
+    );
+    assert_eq!(
+        store.machines(&sys, "lic_1").await.unwrap(),
+        std::slice::from_ref(&machine),
+        "nothing changed"
+    );
+    assert_eq!(store.products(&sys, "org_a").await.unwrap().len(), 1);
+    assert_eq!(store.mail_counts(&sys).await.unwrap().pending, 1);
+
+    // Admins, Super Admins and service keys issue (their mail queued with the license),
+    // activate by hand, freeze, unfreeze, deactivate and revoke.
+    for (i, scope) in [
+        admin.clone(),
+        owner.clone(),
+        key_scope("key_s", "org_a", KeyKind::Service),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let at = format!("{scope:?}");
+        let s = &scope;
+        let n = u8::try_from(i).unwrap();
+        let (product, policy_id, id) = (
+            format!("prd_w{i}"),
+            format!("pol_w{i}"),
+            format!("lic_w{i}"),
+        );
+        store
+            .insert_product(s, &lic_product(&product, "org_a", &product))
+            .await
+            .unwrap();
+        let p = lic_policy(&policy_id, "org_a", &product, "Standard");
+        store.insert_policy(s, &p).await.unwrap();
+        let l = lic_license(&id, &p, 10 + n, 10);
+        store
+            .insert_license(s, &l, Some(&lic_mail(&format!("mail_w{i}"))))
+            .await
+            .unwrap();
+        let m = lic_machine(&format!("mch_w{i}"), &l, 20 + n, 11);
+        assert_eq!(
+            store.activate_machine(s, &m, 2).await.unwrap(),
+            Activation::Created(m.clone()),
+            "{at}"
+        );
+        let mut again = lic_machine("mch_other", &l, 20 + n, 12);
+        again.name = "renamed".into();
+        assert!(
+            matches!(
+                store.activate_machine(s, &again, 2).await.unwrap(),
+                Activation::Existing(ref e) if e.id == m.id && e.name == "renamed"
+            ),
+            "{at}"
+        );
+        assert!(store.touch_machine(s, &m.id, 13).await.unwrap(), "{at}");
+        assert!(store.set_frozen(s, &id, Some(14)).await.unwrap(), "{at}");
+        assert!(store.set_frozen(s, &id, None).await.unwrap(), "{at}");
+        assert!(store.delete_machine(s, &id, &m.id).await.unwrap(), "{at}");
+        assert!(store.revoke_license(s, &id, 15).await.unwrap(), "{at}");
+        assert_eq!(
+            store.revoked_licenses(s, &product).await.unwrap(),
+            std::slice::from_ref(&id),
+            "{at}"
+        );
+    }
+    assert_eq!(store.mail_counts(&sys).await.unwrap().pending, 4);
+
+    // A map whose Admins may freeze but not revoke: the policy lets them update the row, the
+    // trigger refuses the revocation, and deactivating (licenses.revoke) finds nothing.
+    let without = |level: i32, permission: &str| -> Vec<(i32, String)> {
+        permission_rows()
+            .into_iter()
+            .filter(|(l, p)| !(*l == level && p == permission))
+            .collect()
+    };
+    store
+        .sync_permissions(&sys, &without(80, "licenses.revoke"))
+        .await
+        .unwrap();
+    assert!(store.set_frozen(&admin, "lic_1", Some(20)).await.unwrap());
+    assert!(store.set_frozen(&admin, "lic_1", None).await.unwrap());
+    assert!(matches!(
+        store.revoke_license(&admin, "lic_1", 21).await,
+        Err(StoreError::Forbidden)
+    ));
+    assert!(
+        !store
+            .delete_machine(&admin, "lic_1", "mch_1")
+            .await
+            .unwrap()
+    );
+    // And the other way round: revoking without freezing, nor counting failures.
+    store
+        .sync_permissions(&sys, &without(80, "licenses.freeze"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.set_frozen(&admin, "lic_1", Some(22)).await,
+        Err(StoreError::Forbidden)
+    ));
+    assert!(
+        store
+            .record_key_failure(&admin, "lic_1", 22, 1, &lic_mail("mail_y"))
+            .await
+            .is_err()
+    );
+    let stored = store.license(&sys, "lic_1").await.unwrap().unwrap();
+    assert_eq!(
+        (stored.failures, stored.frozen_ms, stored.revoked_ms),
+        (0, None, None)
+    );
+    assert!(
+        store
+            .delete_machine(&admin, "lic_1", "mch_1")
+            .await
+            .unwrap()
+    );
+    assert!(store.revoke_license(&admin, "lic_1", 23).await.unwrap());
+    assert_eq!(
+        store.revoked_licenses(&admin, "prd_1").await.unwrap(),
+        ["lic_1"]
+    );
+    assert_eq!(store.mail_counts(&sys).await.unwrap().pending, 4);
 }

@@ -5,4 +5,5 @@
 mod accounts;
 mod audit_tamper;
 mod cli;
+mod licenses;
 mod vault;
