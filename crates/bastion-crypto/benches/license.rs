@@ -53,7 +53,10 @@ fn case(alg: JwtAlgorithm) -> Case {
         JwtAlgorithm::Rs256 => {
             let kp = aws_lc_rs::rsa::KeyPair::from_pkcs8(&pkcs8).unwrap();
             use aws_lc_rs::signature::KeyPair;
-            (&signature::RSA_PKCS1_2048_8192_SHA256, kp.public_key().as_ref().to_vec())
+            (
+                &signature::RSA_PKCS1_2048_8192_SHA256,
+                kp.public_key().as_ref().to_vec(),
+            )
         }
         _ => {
             let kp = aws_lc_rs::signature::Ed25519KeyPair::from_pkcs8(&pkcs8).unwrap();
@@ -62,7 +65,11 @@ fn case(alg: JwtAlgorithm) -> Case {
         }
     };
     Case {
-        name: if alg == JwtAlgorithm::Rs256 { "rs256" } else { "ed25519" },
+        name: if alg == JwtAlgorithm::Rs256 {
+            "rs256"
+        } else {
+            "ed25519"
+        },
         raw: ParsedPublicKey::new(algorithm, der).unwrap(),
         signed: signed.as_bytes().to_vec(),
         sig,
@@ -77,7 +84,12 @@ fn raw_verify(c: &Case) -> bool {
 
 fn offline_verify(c: &Case) -> bool {
     c.set
-        .verify_license(&c.key, Some(EMAIL), NOW, bastion_crypto::license::DEFAULT_SKEW_SECS)
+        .verify_license(
+            &c.key,
+            Some(EMAIL),
+            NOW,
+            bastion_crypto::license::DEFAULT_SKEW_SECS,
+        )
         .is_ok()
 }
 
@@ -85,7 +97,9 @@ fn bench(c: &mut Criterion) {
     for case in [case(JwtAlgorithm::Rs256), case(JwtAlgorithm::EdDsa)] {
         assert!(raw_verify(&case) && offline_verify(&case));
         let mut g = c.benchmark_group(format!("license_verify_{}", case.name));
-        g.bench_function("baseline_raw_signature_verify", |b| b.iter(|| raw_verify(&case)));
+        g.bench_function("baseline_raw_signature_verify", |b| {
+            b.iter(|| raw_verify(&case))
+        });
         g.bench_function("verify_offline", |b| b.iter(|| offline_verify(&case)));
         g.finish();
 

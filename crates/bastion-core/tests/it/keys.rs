@@ -116,7 +116,9 @@ async fn a2_configured_algorithm_applies_to_new_keys_and_wrong_master_keys_fail(
     ));
 }
 
-fn license_claims(signer: &bastion_crypto::license::LicenseSigner) -> bastion_crypto::license::LicenseClaims {
+fn license_claims(
+    signer: &bastion_crypto::license::LicenseSigner,
+) -> bastion_crypto::license::LicenseClaims {
     bastion_crypto::license::LicenseClaims {
         v: 1,
         kid: signer.kid().into(),
@@ -137,7 +139,9 @@ async fn l1_after_a_license_key_rotation_keys_signed_before_still_verify() {
     let (store, _dir) = store().await;
     let master = MasterKey::from_bytes([3; 32]);
     let clock = ManualClock::new(1_700_000_000_000);
-    let ring = KeyRing::open(store.as_ref(), &master, &clock).await.unwrap();
+    let ring = KeyRing::open(store.as_ref(), &master, &clock)
+        .await
+        .unwrap();
     let v1 = ring.license_signer().unwrap();
     assert_eq!(v1.alg_name(), "RS256", "RS256 by default (SPEC L1)");
     let old_key = v1.sign(DocumentKind::License, &license_claims(v1)).unwrap();
@@ -153,12 +157,17 @@ async fn l1_after_a_license_key_rotation_keys_signed_before_still_verify() {
     )
     .await
     .unwrap();
-    let ring = KeyRing::open(store.as_ref(), &master, &clock).await.unwrap();
+    let ring = KeyRing::open(store.as_ref(), &master, &clock)
+        .await
+        .unwrap();
     let v2 = ring.license_signer().unwrap();
     assert!(v2.kid().starts_with("licenses-v2-"), "{}", v2.kid());
     assert_eq!(v2.alg_name(), "EdDSA");
     let new_key = v2.sign(DocumentKind::License, &license_claims(v2)).unwrap();
-    assert!(new_key.len() < old_key.len(), "Ed25519 keys are the short alternative");
+    assert!(
+        new_key.len() < old_key.len(),
+        "Ed25519 keys are the short alternative"
+    );
     let published = ring.license_public_keys();
     assert_eq!(published.len(), 2, "apps ship every key by id");
     for key in [&old_key, &new_key] {
@@ -173,7 +182,9 @@ async fn l3_the_lookup_pepper_is_never_rotated() {
     let (store, _dir) = store().await;
     let master = MasterKey::from_bytes([3; 32]);
     let clock = ManualClock::new(1_700_000_000_000);
-    let ring = KeyRing::open(store.as_ref(), &master, &clock).await.unwrap();
+    let ring = KeyRing::open(store.as_ref(), &master, &clock)
+        .await
+        .unwrap();
     assert!(ring.license_pepper().is_ok());
     let refused = KeyRing::rotate(
         store.as_ref(),

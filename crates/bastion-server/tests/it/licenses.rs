@@ -855,3 +855,86 @@ async fn l1_bad_input_gets_a_clear_problem_and_changes_nothing() {
     assert_eq!(list["licenses"].as_array().unwrap().len(), 1);
     assert_eq!(list["licenses"][0]["failed_activations"], 0);
 }
+
+/// The desktop library end to end (SPEC C4, L4, L5): `bastion-client` activates against the
+/// real server, then works offline from what it stored, until the new revocation list arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c4_the_client_library_activates_runs_offline_and_stops_once_the_revocation_list_says_so() {
+    use bastion_client::api::Client;
+    use bastion_client::fingerprint::Fingerprint;
+    use bastion_client::offline::{RevocationCache, verify_all};
+
+    let app = spawn_app(Spawn::default(), tweak).await.unwrap();
+    let shop = shop(&app, "owner@acme.example", 2).await;
+    let (lic, key) = issue(&app, &shop, &shop.owner, "buyer@example.com").await;
+    let api = Client::new(&app.base).unwrap();
+    let keys = PublicKeySet::from_json(&api.public_keys().await.unwrap()).unwrap();
+    let here = Fingerprint::from_components(vec!["client-e2e-machine".into(), "linux".into()]);
+    let activated = api
+        .activate(&key, "buyer@example.com", &here, "laptop")
+        .await
+        .unwrap();
+    assert_eq!(activated.license_id, lic);
+    let mut revocations = RevocationCache::new(shop.product.clone());
+    revocations
+        .offer(&keys, &api.revocations(&shop.product).await.unwrap())
+        .unwrap();
+    // Offline from here: only what the app holds.
+    let status = verify_all(
+        &key,
+        "buyer@example.com",
+        &activated.certificate,
+        &here,
+        &keys,
+        &revocations,
+        now_s(),
+    )
+    .unwrap();
+    assert_eq!(status.entitlements(), ["export", "pro"]);
+    assert!(status.runs_until() > now_s() + 6 * 86_400);
+    // Copied to another machine: refused offline.
+    let elsewhere = Fingerprint::from_components(vec!["another-machine".into()]);
+    assert!(
+        verify_all(
+            &key,
+            "buyer@example.com",
+            &activated.certificate,
+            &elsewhere,
+            &keys,
+            &revocations,
+            now_s()
+        )
+        .is_err()
+    );
+    // Revoked by the owner; the app fetches the new list and stops, offline.
+    let path = format!("/v1/orgs/{}/licenses/{lic}/revoke", shop.org);
+    ok_json(
+        call(&app, Method::POST, &path, &shop.owner, None).await,
+        200,
+    )
+    .await;
+    assert!(
+        revocations
+            .offer(&keys, &api.revocations(&shop.product).await.unwrap())
+            .unwrap()
+    );
+    assert!(
+        verify_all(
+            &key,
+            "buyer@example.com",
+            &activated.certificate,
+            &here,
+            &keys,
+            &revocations,
+            now_s()
+        )
+        .is_err(),
+        "a revoked license keeps running"
+    );
+    // And the server says so with a stable code.
+    let err = api
+        .validate(&key, "buyer@example.com", &here)
+        .await
+        .unwrap_err();
+    assert!(format!("{err:?}").contains("license_revoked"), "{err:?}");
+}

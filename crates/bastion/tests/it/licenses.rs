@@ -11,7 +11,11 @@ use crate::vault::owner_with_project;
 
 /// `bastion …` at trace level: (success, stdout, stderr).
 fn cli(dir: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = command(dir).args(args).env("RUST_LOG", "trace").output().unwrap();
+    let out = command(dir)
+        .args(args)
+        .env("RUST_LOG", "trace")
+        .output()
+        .unwrap();
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -74,7 +78,16 @@ async fn l3_l1_keys_and_machine_identifiers_never_reach_logs_or_the_database_and
     // The operator's CLI: issue (the key alone on stdout), public keys, show, freeze, revoke.
     let (ok, key2, err) = cli(
         &dir,
-        &["license", "issue", "--org", &org, "--policy", &policy, "--email", "second@example.com"],
+        &[
+            "license",
+            "issue",
+            "--org",
+            &org,
+            "--policy",
+            &policy,
+            "--email",
+            "second@example.com",
+        ],
     );
     assert!(ok, "{err}");
     let key2 = key2.trim().to_owned();
@@ -106,7 +119,15 @@ async fn l3_l1_keys_and_machine_identifiers_never_reach_logs_or_the_database_and
     let verify = |k: &str, email: &str| {
         cli(
             &nowhere,
-            &["license", "verify", "--public-key", keys_file.to_str().unwrap(), "--email", email, k],
+            &[
+                "license",
+                "verify",
+                "--public-key",
+                keys_file.to_str().unwrap(),
+                "--email",
+                email,
+                k,
+            ],
         )
     };
     let (ok, out, err) = verify(&key2, "second@example.com");
@@ -130,7 +151,10 @@ async fn l3_l1_keys_and_machine_identifiers_never_reach_logs_or_the_database_and
     for needle in [machine.to_owned(), machine.to_lowercase()] {
         assert_eq!(count(log.as_bytes(), &needle), 0, "{needle} in the log");
         assert_eq!(count(&db, &needle), 0, "{needle} in the database");
-        assert!(t.iter().all(|r| !r.contains(&needle)), "{needle} in a response");
+        assert!(
+            t.iter().all(|r| !r.contains(&needle)),
+            "{needle} in a response"
+        );
     }
     // The key appears in exactly one response: the one that issued it.
     assert_eq!(t.iter().filter(|r| r.contains(&key)).count(), 1);

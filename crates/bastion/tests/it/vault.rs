@@ -11,7 +11,11 @@ use crate::accounts::{Server, call, command, count, database_bytes, http, run};
 
 /// Signs a user up, verifies and logs in; creates an org and a project. Returns
 /// (access token, secrets path).
-pub(crate) async fn owner_with_project(srv: &Server, t: &mut Vec<String>, email: &str) -> (String, String) {
+pub(crate) async fn owner_with_project(
+    srv: &Server,
+    t: &mut Vec<String>,
+    email: &str,
+) -> (String, String) {
     let http = http();
     let url = |p: &str| format!("{}{p}", srv.base);
     let password = "vault-owner-Pass-42";

@@ -1,0 +1,7 @@
+//! bastion-client's integration tests: one binary, one module per area.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod api;
+mod offline;
+mod storage;
+mod support;
