@@ -158,24 +158,6 @@ async fn activate_in_tx(
 }
 
 impl PgStore {
-    /// Rows of one query whose parameters are all text; the policies decide what the scope sees.
-    async fn license_rows<T>(
-        &self,
-        scope: &Scope,
-        sql: &str,
-        params: &[&str],
-        map: fn(&PgRow) -> StoreResult<T>,
-    ) -> StoreResult<Vec<T>> {
-        let mut tx = self.begin(scope).await?;
-        let mut q = sqlx::query(sql);
-        for p in params {
-            q = q.bind(*p);
-        }
-        let rows = q.fetch_all(&mut *tx).await.map_err(db_err)?;
-        tx.commit().await.map_err(db_err)?;
-        rows.iter().map(map).collect()
-    }
-
     /// The one row of `sql` (which binds `id` as `$1`), if the scope sees it.
     async fn license_row<T>(
         &self,
@@ -184,20 +166,8 @@ impl PgStore {
         id: &str,
         map: fn(&PgRow) -> StoreResult<T>,
     ) -> StoreResult<Option<T>> {
-        let rows = self.license_rows(scope, sql, &[id], map).await?;
+        let rows = self.scoped_rows(scope, sql, &[id], map).await?;
         Ok(rows.into_iter().next())
-    }
-
-    /// One statement whose parameters are all text, in its own scoped transaction: rows changed.
-    async fn license_exec(&self, scope: &Scope, sql: &str, params: &[&str]) -> StoreResult<u64> {
-        let mut tx = self.begin(scope).await?;
-        let mut q = sqlx::query(sql);
-        for p in params {
-            q = q.bind(*p);
-        }
-        let done = q.execute(&mut *tx).await.map_err(db_err)?;
-        tx.commit().await.map_err(db_err)?;
-        Ok(done.rows_affected())
     }
 
     /// Queues `mail` in the open transaction of `scope`, as its last statement: a request scope
@@ -265,7 +235,7 @@ impl LicenseStore for PgStore {
     async fn products(&self, scope: &Scope, org_id: &str) -> StoreResult<Vec<ProductRow>> {
         let sql =
             format!("SELECT {PRODUCT_COLS} FROM products WHERE org_id = $1 ORDER BY name, id");
-        self.license_rows(scope, &sql, &[org_id], product).await
+        self.scoped_rows(scope, &sql, &[org_id], product).await
     }
 
     async fn insert_policy(&self, scope: &Scope, p: &PolicyRow) -> StoreResult<()> {
@@ -300,7 +270,7 @@ impl LicenseStore for PgStore {
         let sql = format!(
             "SELECT {POLICY_COLS} FROM license_policies WHERE product_id = $1 ORDER BY name, id"
         );
-        self.license_rows(scope, &sql, &[product_id], policy).await
+        self.scoped_rows(scope, &sql, &[product_id], policy).await
     }
 
     async fn insert_license(
@@ -440,7 +410,7 @@ impl LicenseStore for PgStore {
             "SELECT {MACHINE_COLS} FROM license_machines WHERE license_id = $1 \
              ORDER BY activated_ms, id"
         );
-        self.license_rows(scope, &sql, &[license_id], machine).await
+        self.scoped_rows(scope, &sql, &[license_id], machine).await
     }
 
     async fn delete_machine(
@@ -451,7 +421,7 @@ impl LicenseStore for PgStore {
     ) -> StoreResult<bool> {
         // `machine_deactivate` admits licenses.revoke holders in the machine's org.
         let n = self
-            .license_exec(
+            .scoped_exec(
                 scope,
                 "DELETE FROM license_machines WHERE license_id = $1 AND id = $2",
                 &[license_id, machine_id],

@@ -102,7 +102,7 @@ fn write_err(e: sqlx::Error, duplicate: &'static str) -> StoreError {
 
 impl PgStore {
     /// Rows of one query whose parameters are all text; the policies decide what the scope sees.
-    async fn vault_rows<T>(
+    pub(crate) async fn scoped_rows<T>(
         &self,
         scope: &Scope,
         sql: &str,
@@ -120,7 +120,12 @@ impl PgStore {
     }
 
     /// One statement whose parameters are all text, in its own scoped transaction: rows changed.
-    async fn vault_exec(&self, scope: &Scope, sql: &str, params: &[&str]) -> StoreResult<u64> {
+    pub(crate) async fn scoped_exec(
+        &self,
+        scope: &Scope,
+        sql: &str,
+        params: &[&str],
+    ) -> StoreResult<u64> {
         let mut tx = self.begin(scope).await?;
         let mut q = sqlx::query(sql);
         for p in params {
@@ -155,7 +160,7 @@ impl SecretStore for PgStore {
         let sql = format!(
             "SELECT {PROJECT_COLS} FROM secret_projects WHERE org_id = $1 ORDER BY name, id"
         );
-        self.vault_rows(scope, &sql, &[org_id], project).await
+        self.scoped_rows(scope, &sql, &[org_id], project).await
     }
 
     async fn project(
@@ -167,7 +172,7 @@ impl SecretStore for PgStore {
         let sql =
             format!("SELECT {PROJECT_COLS} FROM secret_projects WHERE org_id = $1 AND id = $2");
         let rows = self
-            .vault_rows(scope, &sql, &[org_id, project_id], project)
+            .scoped_rows(scope, &sql, &[org_id, project_id], project)
             .await?;
         Ok(rows.into_iter().next())
     }
@@ -181,7 +186,7 @@ impl SecretStore for PgStore {
         // The cascade to the project's secrets runs with the owner's rights, past row security
         // (tested: a Manager's deletion leaves no secret behind).
         let n = self
-            .vault_exec(
+            .scoped_exec(
                 scope,
                 "DELETE FROM secret_projects WHERE org_id = $1 AND id = $2",
                 &[org_id, project_id],
@@ -250,7 +255,7 @@ impl SecretStore for PgStore {
         let sql = format!(
             "SELECT {META_COLS} FROM secrets WHERE org_id = $1 AND project_id = $2 ORDER BY name"
         );
-        self.vault_rows(scope, &sql, &[org_id, project_id], meta)
+        self.scoped_rows(scope, &sql, &[org_id, project_id], meta)
             .await
     }
 
@@ -265,7 +270,7 @@ impl SecretStore for PgStore {
             "SELECT {SECRET_COLS} FROM secrets WHERE org_id = $1 AND project_id = $2 AND name = $3"
         );
         let rows = self
-            .vault_rows(scope, &sql, &[org_id, project_id, name], secret)
+            .scoped_rows(scope, &sql, &[org_id, project_id, name], secret)
             .await?;
         Ok(rows.into_iter().next())
     }
@@ -278,7 +283,7 @@ impl SecretStore for PgStore {
         name: &str,
     ) -> StoreResult<bool> {
         let n = self
-            .vault_exec(
+            .scoped_exec(
                 scope,
                 "DELETE FROM secrets WHERE org_id = $1 AND project_id = $2 AND name = $3",
                 &[org_id, project_id, name],

@@ -8,7 +8,6 @@ use bastion_store::{
     ProductRow, Scope, StoreError, StoreResult,
 };
 use sqlx::Row;
-use sqlx::pool::PoolConnection;
 use sqlx::query::Query;
 use sqlx::sqlite::{Sqlite, SqliteArguments, SqliteRow};
 
@@ -152,34 +151,6 @@ fn machine(r: &SqliteRow) -> StoreResult<MachineRow> {
         activated_ms: r.try_get("activated_ms").map_err(db_err)?,
         last_seen_ms: r.try_get("last_seen_ms").map_err(db_err)?,
     })
-}
-
-/// A connection inside `BEGIN IMMEDIATE`: the write lock is taken up front, so what the
-/// transaction counts cannot change before it writes (another process included).
-async fn begin_immediate(store: &SqliteStore) -> StoreResult<PoolConnection<Sqlite>> {
-    let mut conn = store.pool.acquire().await.map_err(db_err)?;
-    sqlx::query("BEGIN IMMEDIATE")
-        .execute(&mut *conn)
-        .await
-        .map_err(db_err)?;
-    Ok(conn)
-}
-
-/// Commits after `Ok`, rolls back after `Err`; a connection whose transaction could not be
-/// ended is discarded rather than handed back to the pool mid-transaction.
-async fn end_immediate<T>(
-    mut conn: PoolConnection<Sqlite>,
-    result: StoreResult<T>,
-) -> StoreResult<T> {
-    let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
-    if let Err(e) = sqlx::query(end).execute(&mut *conn).await {
-        if result.is_ok() && sqlx::query("ROLLBACK").execute(&mut *conn).await.is_ok() {
-            return Err(db_err(e));
-        }
-        conn.detach();
-        return result.and(Err(db_err(e)));
-    }
-    result
 }
 
 /// [`LicenseStore::activate_machine`] inside its write transaction.
@@ -507,9 +478,9 @@ impl LicenseStore for SqliteStore {
             return Err(StoreError::Forbidden);
         };
         // IMMEDIATE: concurrent activations queue here, so the count below is decisive.
-        let mut conn = begin_immediate(self).await?;
+        let mut conn = self.begin_immediate().await?;
         let result = activate_in_tx(&mut conn, reach, m, max_machines).await;
-        end_immediate(conn, result).await
+        SqliteStore::end_immediate(conn, result).await
     }
 
     async fn machine_by_hash(
@@ -602,9 +573,9 @@ impl LicenseStore for SqliteStore {
         let Some(reach) = Reach::of(scope) else {
             return Err(StoreError::Forbidden);
         };
-        let mut conn = begin_immediate(self).await?;
+        let mut conn = self.begin_immediate().await?;
         let result = key_failure_in_tx(&mut conn, reach, license_id, now_ms, freeze_at, mail).await;
-        end_immediate(conn, result).await
+        SqliteStore::end_immediate(conn, result).await
     }
 
     async fn set_frozen(

@@ -104,7 +104,7 @@ fn write_err(e: sqlx::Error, duplicate: &'static str) -> StoreError {
 impl SqliteStore {
     /// A connection inside `BEGIN IMMEDIATE`: the write lock is taken up front, so what the
     /// transaction reads cannot change before it writes (another process included).
-    async fn begin_immediate(&self) -> StoreResult<PoolConnection<Sqlite>> {
+    pub(crate) async fn begin_immediate(&self) -> StoreResult<PoolConnection<Sqlite>> {
         let mut conn = self.pool.acquire().await.map_err(db_err)?;
         sqlx::query("BEGIN IMMEDIATE")
             .execute(&mut *conn)
@@ -115,7 +115,7 @@ impl SqliteStore {
 
     /// Commits after `Ok`, rolls back after `Err`; a connection whose transaction could not be
     /// ended is discarded rather than handed back to the pool mid-transaction.
-    async fn end_immediate<T>(
+    pub(crate) async fn end_immediate<T>(
         mut conn: PoolConnection<Sqlite>,
         result: StoreResult<T>,
     ) -> StoreResult<T> {

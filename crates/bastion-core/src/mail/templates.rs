@@ -144,7 +144,12 @@ impl Template<'_> {
             if let (0, Some(link)) = (i, link) {
                 text.push_str(link);
                 text.push_str("\n\n");
-                html.push_str(&format!("<p><a href=\"{0}\">{0}</a></p>", escape(link)));
+                if link.starts_with("https://") || link.starts_with("http://") {
+                    html.push_str(&format!("<p><a href=\"{0}\">{0}</a></p>", escape(link)));
+                } else {
+                    // A license key is pasted, not opened.
+                    html.push_str(&format!("<p><code>{}</code></p>", escape(link)));
+                }
             }
         }
         text.push_str(&format!("-- \n{product}\n"));
@@ -190,13 +195,29 @@ mod tests {
             Template::AlreadyRegistered,
             Template::LicenseRevoke {
                 link,
-                product: "Desk".into(),
+                product: "Acme <Desk>".into(),
+            },
+            // The license key is the secret of its mail, placed as a link is.
+            Template::LicenseIssued {
+                key: "BSTL1.x&y",
+                product: "Acme <Desk>".into(),
+            },
+            Template::LicenseFrozen {
+                product: "Acme <Desk>".into(),
             },
         ] {
             let m = t.render(&b, "ada@example.com");
             assert!(!m.subject.is_empty() && !m.text.is_empty());
             assert!(m.html.contains("Acme &lt;Desk&gt;") && !m.html.contains("<Desk>"));
-            let has_link = !matches!(t, Template::AlreadyRegistered);
+            let has_link = !matches!(
+                t,
+                Template::AlreadyRegistered | Template::LicenseFrozen { .. }
+            );
+            if let Template::LicenseIssued { key, .. } = t {
+                assert_eq!(m.text.matches(key).count(), 1);
+                assert_eq!(m.html.matches("BSTL1.x&amp;y").count(), 1, "a key is text");
+                continue;
+            }
             assert_eq!(m.text.matches(link).count(), usize::from(has_link));
             assert_eq!(
                 m.html.matches("bml_x&amp;y").count(),

@@ -750,44 +750,77 @@ async fn l5_revoke_from_the_app_works_through_the_mailed_link_once_only_for_that
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn l3_the_database_holds_neither_a_raw_key_nor_a_raw_machine_identifier() {
-    let app = spawn_app(Spawn::default(), tweak).await.unwrap();
-    let shop = shop(&app, "owner@acme.example", 3).await;
-    let (_, key) = issue(&app, &shop, &shop.owner, "buyer@example.com").await;
-    let marker = "Canary-Machine-7f3a9c";
-    let body = json!({ "key": key, "email": "buyer@example.com",
-        "machine": { "components": [marker, "linux"], "name": "desk" } });
-    ok_json(
-        app_call(&app, "/v1/licenses/activate", "10.2.0.1", body).await,
-        200,
-    )
-    .await;
-    // Let the delivery mail go out: its sealed body is emptied once sent.
-    app.wait_for_mail("buyer@example.com", 1).await;
+/// Every byte the database holds: the SQLite files, or a `pg_dump` of the PostgreSQL database.
+fn database_dump(app: &TestApp) -> Vec<u8> {
+    let url = &app.config.database_url;
+    if url.starts_with("postgres") {
+        let out = std::process::Command::new("pg_dump")
+            .arg("--data-only")
+            .arg(url)
+            .output()
+            .expect("pg_dump");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return out.stdout;
+    }
     let mut db = Vec::new();
     for entry in std::fs::read_dir(app.data_dir.path()).unwrap() {
         let path = entry.unwrap().path();
-        let name = path.file_name().unwrap().to_string_lossy().to_string();
-        if name.contains("bastion.db") || name.ends_with(".db") || name.ends_with("-wal") {
+        if path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("bastion.db")
+        {
             db.extend(std::fs::read(&path).unwrap());
         }
     }
-    assert!(!db.is_empty(), "found the database files");
-    let haystack = String::from_utf8_lossy(&db).to_lowercase();
-    let sig = key.rsplit('.').next().unwrap().to_lowercase();
-    assert!(
-        !haystack.contains(&key.to_lowercase()),
-        "raw key in the database"
-    );
-    assert!(
-        !haystack.contains(&sig),
-        "the key's signature in the database"
-    );
-    assert!(
-        !haystack.contains(&marker.to_lowercase()),
-        "raw machine identifier in the database"
-    );
+    db
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l3_the_database_holds_neither_a_raw_key_nor_a_raw_machine_identifier() {
+    for app in backends(tweak).await {
+        let shop = shop(&app, "owner@acme.example", 3).await;
+        let (lic, key) = issue(&app, &shop, &shop.owner, "buyer@example.com").await;
+        let marker = "Canary-Machine-7f3a9c";
+        let body = json!({ "key": key, "email": "buyer@example.com",
+            "machine": { "components": [marker, "linux"], "name": "desk" } });
+        ok_json(
+            app_call(&app, "/v1/licenses/activate", "10.2.0.1", body).await,
+            200,
+        )
+        .await;
+        // Let the delivery mail go out: its sealed body is emptied once sent.
+        app.wait_for_mail("buyer@example.com", 1).await;
+        let dump = database_dump(&app);
+        assert!(
+            dump.windows(lic.len()).any(|w| w == lic.as_bytes()),
+            "the dump holds the license row"
+        );
+        let haystack = String::from_utf8_lossy(&dump).to_lowercase();
+        let sig = key.rsplit('.').next().unwrap().to_lowercase();
+        let payload = key.split('.').nth(1).unwrap().to_lowercase();
+        assert!(
+            !haystack.contains(&key.to_lowercase()),
+            "raw key in the database"
+        );
+        assert!(
+            !haystack.contains(&sig),
+            "the key's signature in the database"
+        );
+        assert!(
+            !haystack.contains(&payload),
+            "the key's payload in the database"
+        );
+        assert!(
+            !haystack.contains(&marker.to_lowercase()),
+            "raw machine identifier in the database"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
