@@ -15,5 +15,6 @@ pub mod passwords;
 pub mod sessions;
 mod text;
 pub mod vault;
+pub mod webhooks;
 
 pub use clock::{Clock, SystemClock};

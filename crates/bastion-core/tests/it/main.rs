@@ -5,3 +5,4 @@ mod accounts;
 mod keys;
 mod sessions;
 mod vault;
+mod webhooks;
