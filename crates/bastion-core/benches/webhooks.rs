@@ -35,7 +35,15 @@ fn bench(c: &mut Criterion) {
     };
     let secrets = [WebhookSecret::parse(&Scheme::Stripe, SECRET).unwrap()];
     let raw = || hmac::sign(&key, std::hint::black_box(&signed));
-    let ours = || verify(&Scheme::Stripe, &secrets, std::hint::black_box(&delivery), T, 300);
+    let ours = || {
+        verify(
+            &Scheme::Stripe,
+            &secrets,
+            std::hint::black_box(&delivery),
+            T,
+            300,
+        )
+    };
     assert!(ours().is_ok());
 
     let mut g = c.benchmark_group("webhook_verify_4kb");

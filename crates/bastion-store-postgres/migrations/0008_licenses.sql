@@ -3,10 +3,10 @@
 -- identifiers are stored (L3).
 --
 -- Request work reaches these tables through the permission map, like 0006 and 0007: reading
--- needs licenses.read in the row's org, creating products, policies and licenses (and a
--- machine activated by hand) licenses.issue, freezing licenses.freeze, revoking and
--- deactivating licenses.revoke. The public activation path has no principal: it is the system
--- path `Scope::System("licensing")`, like sign-in.
+-- needs licenses.read in the row's org, creating products, policies and licenses
+-- licenses.issue, freezing licenses.freeze, revoking and deactivating licenses.revoke. The
+-- public activation path has no principal: it is the system path `Scope::System("licensing")`,
+-- like sign-in, and the only one that adds or refreshes machines.
 
 CREATE TABLE bastion.products (
     id          TEXT    PRIMARY KEY,
@@ -107,12 +107,12 @@ $$;
 
 -- Request work: products, policies and licenses are created, never edited or deleted (an org's
 -- deletion takes them along). A license changes only in its state (frozen, its failure count,
--- revoked); a machine only in its name and last-seen time, and it can be deactivated.
-GRANT SELECT, INSERT ON bastion.products, bastion.license_policies, bastion.licenses,
-    bastion.license_machines TO bastion_app;
+-- revoked); a machine can only be deactivated.
+GRANT SELECT, INSERT ON bastion.products, bastion.license_policies, bastion.licenses TO bastion_app;
 GRANT UPDATE (frozen_ms, failures, revoked_ms) ON bastion.licenses TO bastion_app;
-GRANT UPDATE (name, last_seen_ms) ON bastion.license_machines TO bastion_app;
-GRANT DELETE ON bastion.license_machines TO bastion_app;
+-- Machines are activated and refreshed only by the public path, which a license key proves
+-- (`System('licensing')`): request work reads them and deactivates them, nothing else.
+GRANT SELECT, DELETE ON bastion.license_machines TO bastion_app;
 
 CREATE POLICY product_read ON bastion.products FOR SELECT TO bastion_app
     USING (ARRAY['o:' || org_id] && (SELECT bastion.scope_tokens('licenses.read')));
@@ -165,14 +165,9 @@ REVOKE ALL ON FUNCTION bastion.license_change_permitted() FROM PUBLIC;
 CREATE TRIGGER licenses_change_permitted BEFORE UPDATE ON bastion.licenses
     FOR EACH ROW EXECUTE FUNCTION bastion.license_change_permitted();
 
--- Machines: activated by the system's public path (or by hand, by whoever may issue), seen by
--- readers, deactivated by whoever may revoke.
+-- Machines: activated by the system's public path only, seen by readers, deactivated by
+-- whoever may revoke.
 CREATE POLICY machine_read ON bastion.license_machines FOR SELECT TO bastion_app
     USING (ARRAY['o:' || org_id] && (SELECT bastion.scope_tokens('licenses.read')));
-CREATE POLICY machine_activate ON bastion.license_machines FOR INSERT TO bastion_app
-    WITH CHECK (ARRAY['o:' || org_id] && (SELECT bastion.scope_tokens('licenses.issue')));
-CREATE POLICY machine_refresh ON bastion.license_machines FOR UPDATE TO bastion_app
-    USING (ARRAY['o:' || org_id] && (SELECT bastion.scope_tokens('licenses.issue')))
-    WITH CHECK (ARRAY['o:' || org_id] && (SELECT bastion.scope_tokens('licenses.issue')));
 CREATE POLICY machine_deactivate ON bastion.license_machines FOR DELETE TO bastion_app
     USING (ARRAY['o:' || org_id] && (SELECT bastion.scope_tokens('licenses.revoke')));

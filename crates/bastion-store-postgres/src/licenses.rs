@@ -362,6 +362,10 @@ impl LicenseStore for PgStore {
         m: &MachineRow,
         max_machines: u32,
     ) -> StoreResult<Activation> {
+        // The public path's alone; the app role has no grant for it either.
+        if !scope.is_system() {
+            return Err(StoreError::Forbidden);
+        }
         let mut tx = self.begin(scope).await?;
         let outcome = activate_in_tx(&mut tx, m, max_machines).await?;
         tx.commit().await.map_err(db_err)?;
@@ -394,6 +398,9 @@ impl LicenseStore for PgStore {
         machine_id: &str,
         now_ms: i64,
     ) -> StoreResult<bool> {
+        if !scope.is_system() {
+            return Err(StoreError::Forbidden);
+        }
         let mut tx = self.begin(scope).await?;
         let done = sqlx::query("UPDATE license_machines SET last_seen_ms = $2 WHERE id = $1")
             .bind(machine_id)

@@ -474,6 +474,10 @@ impl LicenseStore for SqliteStore {
         m: &MachineRow,
         max_machines: u32,
     ) -> StoreResult<Activation> {
+        // Activation is the public path's (a key proves it), never a request scope's.
+        if !scope.is_system() {
+            return Err(StoreError::Forbidden);
+        }
         let Some(reach) = Reach::within(scope, &m.org_id) else {
             return Err(StoreError::Forbidden);
         };
@@ -512,6 +516,9 @@ impl LicenseStore for SqliteStore {
         machine_id: &str,
         now_ms: i64,
     ) -> StoreResult<bool> {
+        if !scope.is_system() {
+            return Err(StoreError::Forbidden);
+        }
         let Some(reach) = Reach::of(scope) else {
             return Ok(false);
         };

@@ -139,7 +139,8 @@ pub trait LicenseStore {
     /// Activates `machine` on its license, atomically against the machine limit: of any number
     /// of concurrent calls for one license, at most `max_machines` machines exist afterwards.
     /// The same machine hash again is `Existing` (its name and last-seen time refreshed), which
-    /// never counts twice. The license must exist (else `NotFound`).
+    /// never counts twice. The license must exist (else `NotFound`). A system path only (the
+    /// license key is the proof): request scopes are `Forbidden`.
     async fn activate_machine(
         &self,
         scope: &Scope,
@@ -152,7 +153,7 @@ pub trait LicenseStore {
         license_id: &str,
         machine_hash: &[u8; 32],
     ) -> StoreResult<Option<MachineRow>>;
-    /// Sets `last_seen_ms` (validation). `false` when the machine is gone.
+    /// Sets `last_seen_ms` (validation). `false` when the machine is gone. A system path only.
     async fn touch_machine(
         &self,
         scope: &Scope,

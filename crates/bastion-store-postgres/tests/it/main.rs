@@ -1510,6 +1510,10 @@ async fn r4_request_work_changes_only_the_columns_its_actions_need() {
         "UPDATE licenses SET expires_ms = NULL",
         "UPDATE license_machines SET license_id = 'lic_org_b', org_id = 'org_b'",
         "UPDATE license_machines SET machine_hash = decode(repeat('00', 32), 'hex')",
+        // Machines are added and refreshed by the licensing system path only.
+        "UPDATE license_machines SET last_seen_ms = 1, name = 'renamed'",
+        "INSERT INTO license_machines (id, org_id, license_id, machine_hash, name, activated_ms, last_seen_ms) \
+         VALUES ('mch_byhand', 'org_a', 'lic_org_a', decode(repeat('ab', 32), 'hex'), 'x', 1, 1)",
         "UPDATE products SET name = 'renamed'",
         "UPDATE license_policies SET max_machines = 99",
         "DELETE FROM licenses",
@@ -1559,7 +1563,6 @@ async fn r4_request_work_changes_only_the_columns_its_actions_need() {
                 .await
                 .unwrap()
         );
-        assert!(store.touch_machine(&owner, "mch_org_a", 6).await.unwrap());
         assert!(store.revoke_license(&owner, "lic_org_a", 6).await.unwrap());
     }
     assert_eq!(
@@ -2180,7 +2183,10 @@ async fn l3_license_policies_follow_the_permission_map() {
             !store.delete_machine(s, "lic_1", "mch_1").await.unwrap(),
             "{at}"
         );
-        assert!(!store.touch_machine(s, "mch_1", 3).await.unwrap(), "{at}");
+        assert!(
+            !matches!(store.touch_machine(s, "mch_1", 3).await, Ok(true)),
+            "{at}"
+        );
         let mut intruder = lic_machine("mch_x", &lic, 8, 3);
         if let Some(org) = s.org_id() {
             intruder.org_id = org.into();
@@ -2210,7 +2216,7 @@ async fn l3_license_policies_follow_the_permission_map() {
     assert_eq!(store.mail_counts(&sys).await.unwrap().pending, 1);
 
     // Admins, Super Admins and service keys issue (their mail queued with the license),
-    // activate by hand, freeze, unfreeze, deactivate and revoke.
+    // freeze, unfreeze, deactivate and revoke; none of them adds a seat by hand.
     for (i, scope) in [
         admin.clone(),
         owner.clone(),
@@ -2239,8 +2245,16 @@ async fn l3_license_policies_follow_the_permission_map() {
             .await
             .unwrap();
         let m = lic_machine(&format!("mch_w{i}"), &l, 20 + n, 11);
+        // Seats are added only by the public path a license key proves, never by a request.
+        assert!(
+            matches!(
+                store.activate_machine(s, &m, 2).await,
+                Err(StoreError::Forbidden)
+            ),
+            "{at}"
+        );
         assert_eq!(
-            store.activate_machine(s, &m, 2).await.unwrap(),
+            store.activate_machine(&sys, &m, 2).await.unwrap(),
             Activation::Created(m.clone()),
             "{at}"
         );
@@ -2248,12 +2262,19 @@ async fn l3_license_policies_follow_the_permission_map() {
         again.name = "renamed".into();
         assert!(
             matches!(
-                store.activate_machine(s, &again, 2).await.unwrap(),
+                store.activate_machine(&sys, &again, 2).await.unwrap(),
                 Activation::Existing(ref e) if e.id == m.id && e.name == "renamed"
             ),
             "{at}"
         );
-        assert!(store.touch_machine(s, &m.id, 13).await.unwrap(), "{at}");
+        assert!(
+            matches!(
+                store.touch_machine(s, &m.id, 13).await,
+                Err(StoreError::Forbidden)
+            ),
+            "{at}"
+        );
+        assert!(store.touch_machine(&sys, &m.id, 13).await.unwrap(), "{at}");
         assert!(store.set_frozen(s, &id, Some(14)).await.unwrap(), "{at}");
         assert!(store.set_frozen(s, &id, None).await.unwrap(), "{at}");
         assert!(store.delete_machine(s, &id, &m.id).await.unwrap(), "{at}");
