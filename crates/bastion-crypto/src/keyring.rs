@@ -38,6 +38,8 @@ pub enum Purpose {
     AiKeys,
     /// AES-256-GCM keys that seal webhook signing secrets.
     Webhooks,
+    /// AES-256-GCM keys that seal the responses kept for idempotent retries (SPEC P4).
+    Idempotency,
     /// Keys that sign license keys, machine certificates and revocation lists (RS256 by default,
     /// EdDSA for shorter keys; SPEC L1).
     Licenses,
@@ -86,6 +88,7 @@ impl Purpose {
         Purpose::OauthTokens,
         Purpose::AiKeys,
         Purpose::Webhooks,
+        Purpose::Idempotency,
         Purpose::Licenses,
         Purpose::LicenseLookup,
     ];
@@ -101,6 +104,7 @@ impl Purpose {
             Self::OauthTokens => "oauth_tokens",
             Self::AiKeys => "ai_keys",
             Self::Webhooks => "webhooks",
+            Self::Idempotency => "idempotency",
             Self::Licenses => "licenses",
             Self::LicenseLookup => "license_lookup",
         }
@@ -126,7 +130,8 @@ impl Purpose {
             | Self::Integrations
             | Self::OauthTokens
             | Self::AiKeys
-            | Self::Webhooks => KeyAlgorithm::Aes256Gcm,
+            | Self::Webhooks
+            | Self::Idempotency => KeyAlgorithm::Aes256Gcm,
         }
     }
 
@@ -150,7 +155,8 @@ impl Purpose {
                         | Self::Integrations
                         | Self::OauthTokens
                         | Self::AiKeys
-                        | Self::Webhooks,
+                        | Self::Webhooks
+                        | Self::Idempotency,
                     KeyAlgorithm::Aes256Gcm
                 )
         )

@@ -16,10 +16,13 @@ use sqlx::{PgPool, Postgres, Row, Transaction};
 
 mod accounts;
 mod context;
+mod idempotency;
 mod licenses;
 mod links_mail;
 mod orgs;
 mod vault;
+mod wallet;
+mod webhooks;
 
 use context::ScopeKey;
 

@@ -32,6 +32,9 @@ fn sealed(column: SealedColumn) -> Sealed {
     let (key, live) = match column {
         SealedColumn::MailBody => ("sealed_key", " AND octet_length(t.sealed) > 0"),
         SealedColumn::SecretValue => ("value_key", ""),
+        SealedColumn::WebhookSecret => ("secret_key", ""),
+        // In flight: no response yet.
+        SealedColumn::IdempotentResponse => ("body_key", " AND t.body IS NOT NULL"),
     };
     Sealed {
         table: column.table(),

@@ -20,10 +20,13 @@ use tokio::sync::Mutex;
 const INSERT_CHUNK: usize = 100;
 
 mod accounts;
+mod idempotency;
 mod licenses;
 mod links_mail;
 mod orgs;
 mod vault;
+mod wallet;
+mod webhooks;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 

@@ -33,6 +33,9 @@ fn sealed(column: SealedColumn) -> Sealed {
     let (key, live) = match column {
         SealedColumn::MailBody => ("sealed_key", " AND length(sealed) > 0"),
         SealedColumn::SecretValue => ("value_key", ""),
+        SealedColumn::WebhookSecret => ("secret_key", ""),
+        // In flight: no response yet.
+        SealedColumn::IdempotentResponse => ("body_key", " AND body IS NOT NULL"),
     };
     Sealed {
         table: column.table(),

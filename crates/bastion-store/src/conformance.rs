@@ -18,8 +18,14 @@ use crate::{
     ThrottleRule, UserRow,
 };
 
+pub mod idempotency;
 pub mod licenses;
+pub mod wallet;
+pub mod webhooks;
+pub use idempotency::*;
 pub use licenses::*;
+pub use wallet::*;
+pub use webhooks::*;
 
 const SYS: Scope = Scope::System("conformance");
 
@@ -3212,6 +3218,9 @@ macro_rules! conformance_tests {
             l5_revocation_is_once_and_lists_are_per_product,
             l1_deleting_an_org_takes_its_licenses_along
         );
+        $crate::conformance_wallet!($make);
+        $crate::conformance_webhooks!($make);
+        $crate::conformance_idempotency!($make);
     };
     (@each $make:expr; $($name:ident),*) => {
         $(

@@ -7,6 +7,7 @@
 pub mod accounts;
 pub mod audit;
 pub mod cleanup;
+pub mod idempotency;
 pub mod keyring;
 pub mod licenses;
 pub mod links;
@@ -15,6 +16,8 @@ pub mod mail;
 pub mod orgs;
 mod scope;
 pub mod vault;
+pub mod wallet;
+pub mod webhooks;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -22,6 +25,7 @@ pub mod conformance;
 pub use accounts::{AccountStore, RefreshRow, Rotation, SessionRow, SessionStore, UserRow};
 pub use audit::{AuditRecord, AuditStore, ChainHead, CheckpointRecord, NewAuditEvent, Sealer};
 pub use cleanup::{CleanupStore, Purgeable};
+pub use idempotency::{Begin, IdempotencyStore, StoredResponse};
 pub use keyring::{KeyRingStore, StoredKey};
 pub use licenses::{
     Activation, KeyFailure, LicenseRow, LicenseStore, MachineRow, PolicyRow, ProductRow,
@@ -37,6 +41,10 @@ pub use scope::{KeyKind, Scope};
 pub use vault::{
     ProjectRow, Rewrapped, SealedColumn, SealedCount, SealedRow, SecretMeta, SecretRow,
     SecretStore, SecretUpdate, VaultStore,
+};
+pub use wallet::{LedgerEntry, Movement, MovementKind, Posted, WalletRow, WalletStore};
+pub use webhooks::{
+    EndpointRow, EndpointSecretRow, EventRow, EventStatus, Finish, Recorded, WebhookStore,
 };
 
 /// Errors of the storage layer. Messages never contain row contents.
@@ -73,6 +81,7 @@ pub trait Store:
     AccountStore
     + AuditStore
     + CleanupStore
+    + IdempotencyStore
     + KeyRingStore
     + LicenseStore
     + LockoutStore
@@ -82,6 +91,8 @@ pub trait Store:
     + SecretStore
     + SessionStore
     + VaultStore
+    + WalletStore
+    + WebhookStore
     + Send
     + Sync
     + 'static

@@ -13,16 +13,27 @@ pub enum SealedColumn {
     MailBody,
     /// `secrets.value` (key id in `value_key`).
     SecretValue,
+    /// `webhook_secrets.secret` (key id in `secret_key`).
+    WebhookSecret,
+    /// `idempotency_keys.body` (key id in `body_key`; NULL while the request is in flight).
+    IdempotentResponse,
 }
 
 impl SealedColumn {
-    pub const ALL: &'static [SealedColumn] = &[SealedColumn::MailBody, SealedColumn::SecretValue];
+    pub const ALL: &'static [SealedColumn] = &[
+        SealedColumn::MailBody,
+        SealedColumn::SecretValue,
+        SealedColumn::WebhookSecret,
+        SealedColumn::IdempotentResponse,
+    ];
 
     /// The key-ring purpose whose keys seal this column.
     pub fn purpose(self) -> &'static str {
         match self {
             Self::MailBody => "mail",
             Self::SecretValue => "secrets",
+            Self::WebhookSecret => "webhooks",
+            Self::IdempotentResponse => "idempotency",
         }
     }
 
@@ -30,6 +41,8 @@ impl SealedColumn {
         match self {
             Self::MailBody => "email_outbox",
             Self::SecretValue => "secrets",
+            Self::WebhookSecret => "webhook_secrets",
+            Self::IdempotentResponse => "idempotency_keys",
         }
     }
 
@@ -37,6 +50,8 @@ impl SealedColumn {
         match self {
             Self::MailBody => "sealed",
             Self::SecretValue => "value",
+            Self::WebhookSecret => "secret",
+            Self::IdempotentResponse => "body",
         }
     }
 }

@@ -103,6 +103,8 @@ pub fn purpose_of(column: SealedColumn) -> Purpose {
     match column {
         SealedColumn::MailBody => Purpose::Mail,
         SealedColumn::SecretValue => Purpose::Secrets,
+        SealedColumn::WebhookSecret => Purpose::Webhooks,
+        SealedColumn::IdempotentResponse => Purpose::Idempotency,
     }
 }
 

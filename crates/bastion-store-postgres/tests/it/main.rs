@@ -1,6 +1,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! PostgreSQL backend: the shared conformance suite, the RLS catalog check and append-only audit.
 
+mod idempotency;
+mod wallet;
+mod webhooks;
+
 use std::sync::Arc;
 
 use bastion_store::conformance::{

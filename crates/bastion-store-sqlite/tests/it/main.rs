@@ -1,6 +1,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! SQLite backend: the shared conformance suite plus SQLite-specific guarantees.
 
+mod idempotency;
+mod wallet;
+mod webhooks;
+
 use std::sync::Arc;
 
 use bastion_store::conformance_tests;

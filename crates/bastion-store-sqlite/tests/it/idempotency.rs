@@ -1,0 +1,1 @@
+//! idempotency tests particular to this backend.

@@ -1,0 +1,1 @@
+//! wallet tests particular to this backend.

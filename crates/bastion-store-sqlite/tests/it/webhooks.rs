@@ -1,0 +1,1 @@
+//! webhooks tests particular to this backend.
