@@ -1004,8 +1004,16 @@ pub fn permission_rows() -> Vec<(i32, String)> {
     let adds: [(i32, &[&str]); 6] = [
         (20, &["org.read", "members.read", "projects.read"]),
         (30, &["licenses.read"]),
-        (40, &["secrets.read"]),
-        (60, &["members.invite", "projects.write", "secrets.write"]),
+        (40, &["secrets.read", "wallet.read"]),
+        (
+            60,
+            &[
+                "members.invite",
+                "projects.write",
+                "secrets.write",
+                "webhooks.read",
+            ],
+        ),
         (
             80,
             &[
@@ -1019,6 +1027,8 @@ pub fn permission_rows() -> Vec<(i32, String)> {
                 "licenses.issue",
                 "licenses.revoke",
                 "licenses.freeze",
+                "wallet.manage",
+                "webhooks.manage",
             ],
         ),
         (100, &["org.delete"]),
