@@ -287,10 +287,10 @@ impl From<bastion_core::licenses::LicenseServiceError> for ApiError {
                 detail,
             },
             E::Exists(what) => ApiError::Conflict {
-                code: if what == "product" {
-                    "product_exists"
-                } else {
-                    "policy_exists"
+                code: match what {
+                    "product" => "product_exists",
+                    "policy" => "policy_exists",
+                    _ => "license_exists",
                 },
                 detail: e.to_string(),
             },
@@ -357,6 +357,101 @@ impl From<bastion_core::orgs::OrgError> for ApiError {
                 retry_after_secs: *retry_after_secs,
             },
             E::Store(_) | E::Mail(_) | E::Link(_) | E::Random => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<bastion_core::wallet::WalletError> for ApiError {
+    fn from(e: bastion_core::wallet::WalletError) -> Self {
+        use bastion_core::wallet::WalletError as E;
+        match e {
+            E::Org(org) => org.into(),
+            E::NotFound => ApiError::NotFound,
+            E::Invalid(detail) => ApiError::Invalid {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                code: "invalid_field",
+                detail,
+            },
+            E::Exists => ApiError::Conflict {
+                code: "wallet_exists",
+                detail: e.to_string(),
+            },
+            E::Insufficient { .. } => ApiError::Invalid {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                code: "insufficient_funds",
+                detail: e.to_string(),
+            },
+            E::NotReversible => ApiError::Conflict {
+                code: "not_reversible",
+                detail: e.to_string(),
+            },
+            E::Store(_) | E::Random => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<bastion_core::webhooks::WebhookError> for ApiError {
+    fn from(e: bastion_core::webhooks::WebhookError) -> Self {
+        use bastion_core::webhooks::WebhookError as E;
+        use bastion_core::webhooks::signature::SignatureError as S;
+        let detail = e.to_string();
+        let with = |status, code| ApiError::Invalid {
+            status,
+            code,
+            detail: detail.clone(),
+        };
+        match e {
+            E::Org(org) => org.into(),
+            E::NotFound => ApiError::NotFound,
+            E::Invalid(_) => with(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field"),
+            E::NotRetryable => ApiError::Conflict {
+                code: "event_not_retryable",
+                detail,
+            },
+            // Fail closed and say so (SPEC P2): the provider retries, the operator sees why.
+            E::SecretMissing => with(StatusCode::INTERNAL_SERVER_ERROR, "webhook_secret_missing"),
+            E::Rejected(S::Stale | S::Future) => with(
+                StatusCode::BAD_REQUEST,
+                "webhook_timestamp_out_of_tolerance",
+            ),
+            E::Rejected(S::MissingHeader(_)) => {
+                with(StatusCode::BAD_REQUEST, "webhook_signature_missing")
+            }
+            E::Rejected(_) => with(StatusCode::BAD_REQUEST, "webhook_signature_invalid"),
+            E::NoEventId => with(StatusCode::BAD_REQUEST, "webhook_event_id_missing"),
+            E::Corrupt(_) | E::Vault(_) | E::Store(_) | E::Random => ApiError::Internal(detail),
+        }
+    }
+}
+
+impl From<bastion_core::payments::PaymentError> for ApiError {
+    fn from(e: bastion_core::payments::PaymentError) -> Self {
+        use bastion_core::payments::{GatewayError as G, PaymentError as E};
+        match e {
+            E::Org(org) => org.into(),
+            E::Wallet(w) => w.into(),
+            E::License(l) => l.into(),
+            E::Invalid(detail) => ApiError::Invalid {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                code: "invalid_field",
+                detail,
+            },
+            E::Gateway(G::NotConfigured) => ApiError::Invalid {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                code: "payments_not_configured",
+                detail: e.to_string(),
+            },
+            E::Gateway(G::Timeout) => ApiError::Invalid {
+                status: StatusCode::GATEWAY_TIMEOUT,
+                code: "payment_provider_timeout",
+                detail: e.to_string(),
+            },
+            E::Gateway(_) => ApiError::Invalid {
+                status: StatusCode::BAD_GATEWAY,
+                code: "payment_provider_error",
+                detail: "the payment provider refused or failed the request".into(),
+            },
+            E::Random => ApiError::Internal(e.to_string()),
         }
     }
 }

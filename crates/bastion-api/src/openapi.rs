@@ -72,7 +72,25 @@ use utoipa::OpenApi;
         crate::routes::licenses::freeze,
         crate::routes::licenses::unfreeze,
         crate::routes::licenses::revoke,
-        crate::routes::licenses::remove_machine
+        crate::routes::licenses::remove_machine,
+        crate::routes::webhooks::ingest,
+        crate::routes::webhooks::create_endpoint,
+        crate::routes::webhooks::endpoints,
+        crate::routes::webhooks::delete_endpoint,
+        crate::routes::webhooks::rotate_secret,
+        crate::routes::webhooks::events,
+        crate::routes::webhooks::event,
+        crate::routes::webhooks::retry_event,
+        crate::routes::wallets::create,
+        crate::routes::wallets::list,
+        crate::routes::wallets::get,
+        crate::routes::wallets::post,
+        crate::routes::wallets::entries,
+        crate::routes::wallets::credit_limit,
+        crate::routes::wallets::my_wallets,
+        crate::routes::wallets::my_entries,
+        crate::routes::wallets::my_debit,
+        crate::routes::payments::checkout
     ),
     components(schemas(crate::error::Problem, crate::routes::health::HealthOut))
 )]

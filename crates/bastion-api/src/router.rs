@@ -195,6 +195,66 @@ pub fn app(state: AppState, http: &HttpConfig, opts: AppOptions) -> Router {
             "/v1/orgs/{org_id}/licenses/{license_id}/machines/{machine_id}",
             delete(routes::licenses::remove_machine),
         )
+        .route("/v1/webhooks/{endpoint_id}", post(routes::webhooks::ingest))
+        .route(
+            "/v1/orgs/{org_id}/webhooks/endpoints",
+            get(routes::webhooks::endpoints).post(routes::webhooks::create_endpoint),
+        )
+        .route(
+            "/v1/orgs/{org_id}/webhooks/endpoints/{endpoint_id}",
+            delete(routes::webhooks::delete_endpoint),
+        )
+        .route(
+            "/v1/orgs/{org_id}/webhooks/endpoints/{endpoint_id}/secrets",
+            post(routes::webhooks::rotate_secret),
+        )
+        .route(
+            "/v1/orgs/{org_id}/webhooks/events",
+            get(routes::webhooks::events),
+        )
+        .route(
+            "/v1/orgs/{org_id}/webhooks/events/{event_id}",
+            get(routes::webhooks::event),
+        )
+        .route(
+            "/v1/orgs/{org_id}/webhooks/events/{event_id}/retry",
+            post(routes::webhooks::retry_event),
+        )
+        .route(
+            "/v1/orgs/{org_id}/wallets",
+            get(routes::wallets::list).post(routes::wallets::create),
+        )
+        .route(
+            "/v1/orgs/{org_id}/wallets/{wallet_id}",
+            get(routes::wallets::get),
+        )
+        .route(
+            "/v1/orgs/{org_id}/wallets/{wallet_id}/postings",
+            post(routes::wallets::post),
+        )
+        .route(
+            "/v1/orgs/{org_id}/wallets/{wallet_id}/entries",
+            get(routes::wallets::entries),
+        )
+        .route(
+            "/v1/orgs/{org_id}/wallets/{wallet_id}/credit-limit",
+            put(routes::wallets::credit_limit),
+        )
+        .route("/v1/me/wallets", get(routes::wallets::my_wallets))
+        .route(
+            "/v1/me/wallets/{wallet_id}/entries",
+            get(routes::wallets::my_entries),
+        )
+        .route(
+            "/v1/me/wallets/{wallet_id}/debits",
+            post(routes::wallets::my_debit),
+        )
+        .route("/v1/checkout", post(routes::payments::checkout))
+        // Keyed retries replay instead of repeating (SPEC P4); inside the body limit.
+        .route_layer(from_fn_with_state(
+            state.clone(),
+            crate::middleware::idempotency::idempotent,
+        ))
         .with_state(state);
     if let Some(extra) = extra {
         api = api.merge(extra);

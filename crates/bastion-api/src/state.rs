@@ -1,11 +1,15 @@
 use std::sync::Arc;
 
 use bastion_core::accounts::Accounts;
+use bastion_core::idempotency::Idempotency;
 use bastion_core::keys::SharedKeyRing;
 use bastion_core::licenses::Licensing;
 use bastion_core::orgs::Orgs;
+use bastion_core::payments::Payments;
 use bastion_core::sessions::Sessions;
 use bastion_core::vault::secrets::Secrets;
+use bastion_core::wallet::Wallets;
+use bastion_core::webhooks::Webhooks;
 use bastion_store::Store;
 
 use crate::middleware::rate_limit::ApiKeyRateLimit;
@@ -25,6 +29,10 @@ pub struct AppState {
     pub orgs: Arc<Orgs>,
     pub secrets: Arc<Secrets>,
     pub licensing: Arc<Licensing>,
+    pub webhooks: Arc<Webhooks>,
+    pub wallets: Arc<Wallets>,
+    pub payments: Arc<Payments>,
+    pub idempotency: Arc<Idempotency>,
     /// The per-API-key limiter; `None` when configured off.
     pub key_limit: Option<Arc<ApiKeyRateLimit>>,
 }

@@ -19,6 +19,7 @@ const NOT_CONFIG_ENV: &[&str] = &[
     "test_require_postgres",
     "config",
     "smtp_password",
+    "stripe_secret_key",
 ];
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
@@ -39,6 +40,8 @@ pub struct Config {
     pub auth: AuthConfig,
     pub keys: KeysConfig,
     pub licenses: LicensesConfig,
+    pub payments: PaymentsConfig,
+    pub webhooks: WebhooksConfig,
     pub audit: AuditConfig,
     pub email: EmailConfig,
     pub cleanup: CleanupConfig,
@@ -46,6 +49,68 @@ pub struct Config {
     pub permissions: std::collections::BTreeMap<String, Vec<String>>,
     pub security_txt: SecurityTxtConfig,
     pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentsConfig {
+    pub stripe_api_base: String,
+    pub stripe_secret_key_file: String,
+    pub timeout_secs: u64,
+    pub success_url: String,
+    pub cancel_url: String,
+    pub idempotency_ttl_hours: u64,
+    pub wallet_optimistic_attempts: u32,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct WebhooksConfig {
+    pub max_attempts: u32,
+    pub retry_base_secs: u64,
+    pub retry_max_secs: u64,
+    pub lease_secs: u64,
+    pub poll_interval_secs: u64,
+}
+
+impl PaymentsConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let url = self.stripe_api_base.trim_end_matches('/');
+        if !(url.starts_with("https://")
+            || url.starts_with("http://127.0.0.1")
+            || url.starts_with("http://localhost"))
+        {
+            return Err(ConfigError::Invalid(
+                "payments.stripe_api_base must be https (plain http only to localhost, for tests)"
+                    .into(),
+            ));
+        }
+        if self.timeout_secs == 0
+            || self.idempotency_ttl_hours == 0
+            || self.wallet_optimistic_attempts == 0
+        {
+            return Err(ConfigError::Invalid(
+                "payments: timeout_secs, idempotency_ttl_hours and wallet_optimistic_attempts must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl WebhooksConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_attempts == 0
+            || self.retry_base_secs == 0
+            || self.lease_secs == 0
+            || self.poll_interval_secs == 0
+            || self.retry_max_secs < self.retry_base_secs
+        {
+            return Err(ConfigError::Invalid(
+                "webhooks: counts and intervals must be at least 1, retry_max_secs >= retry_base_secs".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
@@ -327,6 +392,8 @@ impl Config {
         }
         self.tokens.jwt_algorithm()?;
         self.licenses.validate()?;
+        self.payments.validate()?;
+        self.webhooks.validate()?;
         self.auth.password_policy()?;
         self.permission_map()?;
         if self.auth.login_max_failures == 0

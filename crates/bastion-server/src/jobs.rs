@@ -126,6 +126,30 @@ pub async fn cleanup(cleanup: Arc<Cleanup>, every: Duration, mut shutdown: watch
     }
 }
 
+/// Processes webhook events that are due (retries, lapsed claims) and purges expired
+/// idempotency keys (SPEC P3, P4).
+pub async fn payments_upkeep(
+    webhooks: Arc<bastion_core::webhooks::Webhooks>,
+    idempotency: Arc<bastion_core::idempotency::Idempotency>,
+    every: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if let Err(e) = webhooks.run_due(100).await {
+                    tracing::error!(error = %e, "webhook processing failed; will retry");
+                }
+                if let Err(e) = idempotency.purge(1000).await {
+                    tracing::error!(error = %e, "idempotency purge failed; will retry");
+                }
+            }
+            _ = stopped(&mut shutdown) => break,
+        }
+    }
+}
+
 /// Drains histogram samples even when nobody scrapes, so memory stays bounded.
 pub async fn metrics_upkeep(
     handle: metrics_exporter_prometheus::PrometheusHandle,

@@ -8,6 +8,7 @@ pub mod mail;
 pub mod master_key;
 pub mod startup;
 pub mod storage;
+pub mod stripe;
 pub mod telemetry;
 pub mod tls;
 

@@ -11,15 +11,20 @@ use bastion_api::middleware::rate_limit::{ApiKeyRateLimit, IpRateLimit};
 use bastion_core::accounts::{AccountDeps, AccountPolicy, Accounts};
 use bastion_core::audit::{AuditEvent, AuditLog, Category, Outcome};
 use bastion_core::cleanup::{Cleanup, CleanupPolicy};
+use bastion_core::idempotency::Idempotency;
 use bastion_core::keys::{KeyRing, KeyRingOptions, SharedKeyRing};
 use bastion_core::licenses::{Licensing, LicensingConfig};
 use bastion_core::links::MagicLinks;
 use bastion_core::mail::{Branding, DispatchPolicy, Mailer};
 use bastion_core::orgs::{OrgDeps, Orgs};
 use bastion_core::passwords::{PasswordHashing, PasswordRules};
+use bastion_core::payments::gateway::Unconfigured;
+use bastion_core::payments::{PaymentGateway, Payments, PaymentsConfig};
 use bastion_core::sessions::{SessionPolicy, Sessions};
 use bastion_core::vault::Vault;
 use bastion_core::vault::secrets::Secrets;
+use bastion_core::wallet::{WalletConfig, Wallets};
+use bastion_core::webhooks::{RetryPolicy, Webhooks};
 use bastion_core::{Clock, SystemClock};
 use bastion_crypto::keyring::Purpose;
 use bastion_crypto::master::MasterKey;
@@ -230,6 +235,10 @@ pub async fn run_app(
         orgs: services.orgs.clone(),
         secrets: services.secrets.clone(),
         licensing: services.licensing.clone(),
+        webhooks: services.webhooks.clone(),
+        wallets: services.wallets.clone(),
+        payments: services.payments.clone(),
+        idempotency: services.idempotency.clone(),
         key_limit: key_limit.clone(),
         store: bastion.store.clone(),
         security_txt,
@@ -307,6 +316,12 @@ pub async fn run_app(
         Duration::from_secs(cfg.cleanup.interval_secs),
         stop_rx.clone(),
     ));
+    tasks.spawn(jobs::payments_upkeep(
+        services.webhooks.clone(),
+        services.idempotency.clone(),
+        Duration::from_secs(cfg.webhooks.poll_interval_secs),
+        stop_rx.clone(),
+    ));
     tasks.spawn(jobs::key_ring_upkeep(
         bastion.clone(),
         cfg.tokens.rotate_after_days,
@@ -347,6 +362,10 @@ pub struct AuthServices {
     pub orgs: Arc<Orgs>,
     pub secrets: Arc<Secrets>,
     pub licensing: Arc<Licensing>,
+    pub webhooks: Arc<Webhooks>,
+    pub wallets: Arc<Wallets>,
+    pub payments: Arc<Payments>,
+    pub idempotency: Arc<Idempotency>,
 }
 
 fn ms(secs: u64) -> i64 {
@@ -498,6 +517,61 @@ pub fn auth_services(b: &Bastion, cfg: &Config) -> Result<AuthServices, StartupE
             default_lease_ms: ms(l.default_lease_days.saturating_mul(86_400)),
         },
     ));
+    let p = &cfg.payments;
+    let wallets = Arc::new(Wallets::new(
+        orgs.clone(),
+        b.store.clone(),
+        b.audit.clone(),
+        b.clock.clone(),
+        WalletConfig {
+            optimistic_attempts: p.wallet_optimistic_attempts,
+            ..WalletConfig::default()
+        },
+    ));
+    let gateway: Arc<dyn PaymentGateway> = match stripe_secret_key(cfg)? {
+        Some(key) => Arc::new(
+            crate::stripe::StripeGateway::new(
+                p.stripe_api_base.clone(),
+                key,
+                Duration::from_secs(p.timeout_secs),
+            )
+            .map_err(|e| StartupError::Config(format!("payments: {e}")))?,
+        ),
+        None => Arc::new(Unconfigured),
+    };
+    let payments = Arc::new(Payments::new(
+        orgs.clone(),
+        gateway,
+        licensing.clone(),
+        wallets.clone(),
+        PaymentsConfig {
+            success_url: p.success_url.clone(),
+            cancel_url: p.cancel_url.clone(),
+        },
+    ));
+    let w = &cfg.webhooks;
+    let webhooks = Arc::new(
+        Webhooks::new(
+            orgs.clone(),
+            b.store.clone(),
+            b.vault.clone(),
+            b.audit.clone(),
+            b.clock.clone(),
+            RetryPolicy {
+                max_attempts: w.max_attempts,
+                base_ms: ms(w.retry_base_secs),
+                cap_ms: ms(w.retry_max_secs),
+                lease_ms: ms(w.lease_secs),
+            },
+        )
+        .with_payments(payments.clone()),
+    );
+    let idempotency = Arc::new(Idempotency::new(
+        b.store.clone(),
+        b.vault.clone(),
+        b.clock.clone(),
+        ms(p.idempotency_ttl_hours.saturating_mul(3600)),
+    ));
     Ok(AuthServices {
         accounts,
         sessions,
@@ -506,7 +580,26 @@ pub fn auth_services(b: &Bastion, cfg: &Config) -> Result<AuthServices, StartupE
         orgs,
         secrets,
         licensing,
+        webhooks,
+        wallets,
+        payments,
+        idempotency,
     })
+}
+
+/// Stripe's secret key: `payments.stripe_secret_key_file`, else `BASTION_STRIPE_SECRET_KEY`.
+fn stripe_secret_key(cfg: &Config) -> Result<Option<secrecy::SecretString>, StartupError> {
+    let file = &cfg.payments.stripe_secret_key_file;
+    if !file.is_empty() {
+        let text = std::fs::read_to_string(file).map_err(|e| {
+            StartupError::Config(format!("payments.stripe_secret_key_file {file}: {e}"))
+        })?;
+        return Ok(Some(secrecy::SecretString::from(text.trim().to_owned())));
+    }
+    Ok(std::env::var("BASTION_STRIPE_SECRET_KEY")
+        .ok()
+        .filter(|k| !k.trim().is_empty())
+        .map(secrecy::SecretString::from))
 }
 
 /// Completes on SIGTERM or SIGINT.

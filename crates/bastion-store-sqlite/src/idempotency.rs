@@ -1,12 +1,99 @@
-//! STUB: replaced by the idempotency store implementation.
-#![allow(unused_variables)]
+//! Idempotency keys on SQLite (SPEC P4): a system path only; the owner column is the isolation.
 
-use bastion_store::{Begin, IdempotencyStore, Scope, StoreResult, StoredResponse};
+use bastion_store::{Begin, IdempotencyStore, Scope, StoreError, StoreResult, StoredResponse};
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
 
-use crate::SqliteStore;
+use crate::{SqliteStore, db_err, require_system};
+
+/// Claims the key inside a `BEGIN IMMEDIATE` transaction: the write lock makes the upsert and
+/// the read of the row that won one step.
+async fn begin_in_tx(
+    conn: &mut sqlx::SqliteConnection,
+    owner: &str,
+    key: &str,
+    request_hash: &[u8; 32],
+    row_id: &str,
+    now_ms: i64,
+    expires_ms: i64,
+) -> StoreResult<Begin> {
+    // Inserts a free key, or replaces a row that expired (a new id, no response).
+    let claimed: Option<String> = sqlx::query_scalar(
+        "INSERT INTO idempotency_keys (id, owner, key, request_hash, created_ms, expires_ms) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+         ON CONFLICT (owner, key) DO UPDATE SET \
+           id = excluded.id, request_hash = excluded.request_hash, status = NULL, headers = NULL, \
+           body_key = NULL, body = NULL, created_ms = excluded.created_ms, expires_ms = excluded.expires_ms \
+         WHERE idempotency_keys.expires_ms <= ?5 \
+         RETURNING id",
+    )
+    .bind(row_id)
+    .bind(owner)
+    .bind(key)
+    .bind(&request_hash[..])
+    .bind(now_ms)
+    .bind(expires_ms)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(db_err)?;
+    if claimed.is_some() {
+        return Ok(Begin::Started {
+            row_id: row_id.to_owned(),
+        });
+    }
+    // Taken and live: the write lock keeps it there until this transaction ends.
+    let row = sqlx::query(
+        "SELECT id, request_hash = ?3 AS same, status, headers, body_key, body \
+         FROM idempotency_keys WHERE owner = ?1 AND key = ?2",
+    )
+    .bind(owner)
+    .bind(key)
+    .bind(&request_hash[..])
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(db_err)?;
+    let Some(row) = row else {
+        return Err(StoreError::Corrupt(
+            "an idempotency key conflicted but is not there".into(),
+        ));
+    };
+    existing(&row)
+}
+
+/// What a live row that another request claimed means for this one.
+fn existing(row: &SqliteRow) -> StoreResult<Begin> {
+    let same: i64 = row.try_get("same").map_err(db_err)?;
+    if same == 0 {
+        return Ok(Begin::Mismatch);
+    }
+    let body: Option<Vec<u8>> = row.try_get("body").map_err(db_err)?;
+    let Some(body) = body else {
+        return Ok(Begin::InFlight);
+    };
+    let status: Option<i64> = row.try_get("status").map_err(db_err)?;
+    let headers: Option<String> = row.try_get("headers").map_err(db_err)?;
+    let body_key: Option<String> = row.try_get("body_key").map_err(db_err)?;
+    let (Some(status), Some(headers), Some(body_key)) = (status, headers, body_key) else {
+        return Err(StoreError::Corrupt(
+            "a completed idempotency key lacks its response".into(),
+        ));
+    };
+    let status = u16::try_from(status)
+        .map_err(|_| StoreError::Corrupt("idempotent response status".into()))?;
+    Ok(Begin::Completed {
+        row_id: row.try_get("id").map_err(db_err)?,
+        response: StoredResponse {
+            status,
+            headers,
+            body_key,
+            body,
+        },
+    })
+}
 
 #[async_trait::async_trait]
 impl IdempotencyStore for SqliteStore {
+    #[tracing::instrument(skip_all)]
     async fn begin(
         &self,
         scope: &Scope,
@@ -17,20 +104,67 @@ impl IdempotencyStore for SqliteStore {
         now_ms: i64,
         expires_ms: i64,
     ) -> StoreResult<Begin> {
-        unimplemented!()
+        require_system(scope)?;
+        let mut conn = self.begin_immediate().await?;
+        let outcome = begin_in_tx(
+            &mut conn,
+            owner,
+            key,
+            request_hash,
+            row_id,
+            now_ms,
+            expires_ms,
+        )
+        .await;
+        Self::end_immediate(conn, outcome).await
     }
+
+    #[tracing::instrument(skip_all)]
     async fn complete(
         &self,
         scope: &Scope,
         row_id: &str,
         response: &StoredResponse,
     ) -> StoreResult<bool> {
-        unimplemented!()
+        require_system(scope)?;
+        let done = sqlx::query(
+            "UPDATE idempotency_keys SET status = ?1, headers = ?2, body_key = ?3, body = ?4 \
+             WHERE id = ?5 AND body IS NULL",
+        )
+        .bind(i64::from(response.status))
+        .bind(&response.headers)
+        .bind(&response.body_key)
+        .bind(&response.body)
+        .bind(row_id)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(done.rows_affected() == 1)
     }
+
+    #[tracing::instrument(skip_all)]
     async fn release(&self, scope: &Scope, row_id: &str) -> StoreResult<bool> {
-        unimplemented!()
+        require_system(scope)?;
+        let done = sqlx::query("DELETE FROM idempotency_keys WHERE id = ?1 AND body IS NULL")
+            .bind(row_id)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(done.rows_affected() == 1)
     }
+
+    #[tracing::instrument(skip_all)]
     async fn purge_idempotency(&self, scope: &Scope, now_ms: i64, limit: u32) -> StoreResult<u64> {
-        unimplemented!()
+        require_system(scope)?;
+        let done = sqlx::query(
+            "DELETE FROM idempotency_keys WHERE id IN \
+             (SELECT id FROM idempotency_keys WHERE expires_ms <= ?1 ORDER BY expires_ms, id LIMIT ?2)",
+        )
+        .bind(now_ms)
+        .bind(i64::from(limit))
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(done.rows_affected())
     }
 }

@@ -141,8 +141,9 @@ pub trait WebhookStore {
         now_ms: i64,
     ) -> StoreResult<Vec<EndpointSecretRow>>;
     /// Adds `secret` and, in the same transaction, sets `expires_ms = overlap_until_ms` on every
-    /// other secret of the endpoint that has none yet (a rotation). `NotFound` when the
-    /// endpoint does not exist in the scope.
+    /// other secret of the endpoint that has no expiry or a later one (a rotation: a shorter
+    /// overlap never lengthens an earlier one, and 0 retires them all now). `NotFound` when
+    /// the endpoint does not exist in the scope.
     async fn rotate_secret(
         &self,
         scope: &Scope,

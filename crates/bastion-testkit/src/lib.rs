@@ -5,5 +5,6 @@ pub mod mail;
 pub mod pg;
 pub mod smtp;
 pub mod stores;
+pub mod stripe;
 
 pub use app::{TestApp, spawn_app, test_config};

@@ -2,6 +2,7 @@
 
 pub mod client_ip;
 pub mod headers;
+pub mod idempotency;
 pub mod problem;
 pub mod rate_limit;
 pub mod timeout;

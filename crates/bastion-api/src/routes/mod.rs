@@ -4,7 +4,10 @@ pub mod auth;
 pub mod health;
 pub mod licenses;
 pub mod orgs;
+pub mod payments;
 pub mod secrets;
+pub mod wallets;
+pub mod webhooks;
 pub mod well_known;
 
 use crate::ApiError;

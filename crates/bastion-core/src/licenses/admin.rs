@@ -14,6 +14,8 @@ use crate::mail::Template;
 use crate::orgs::{Caller, OrgError};
 
 const CLI: Scope = Scope::System("license_cli");
+/// Licenses bought through a verified payment are issued on the payments path.
+const PAYMENTS: Scope = Scope::System("payments");
 const CLI_ACTOR: &str = "cli";
 const MAX_NAME_CHARS: usize = 100;
 const MAX_ENTITLEMENTS: usize = 32;
@@ -54,6 +56,15 @@ struct Acting {
     scope: Scope,
     actor: String,
     org_id: String,
+}
+
+/// The id of the license a payment bought: derived, so the payment issues at most one.
+fn payment_license_id(org_id: &str, payment_ref: &str) -> String {
+    let digest = aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        format!("payment-license-v1\0{org_id}\0{payment_ref}").as_bytes(),
+    );
+    format!("lic_{}", hex::encode(&digest.as_ref()[..16]))
 }
 
 fn clean_entitlements(raw: &[String]) -> Result<Vec<String>, E> {
@@ -247,7 +258,27 @@ impl Licensing {
         email: &str,
     ) -> Result<IssuedLicense, E> {
         let acting = self.acting(caller, org_id, "licenses.issue").await?;
-        self.issue_as(&acting, policy_id, email).await
+        self.issue_as(&acting, policy_id, email, None).await
+    }
+
+    /// Issues the license a verified payment bought (SPEC P1). Its id is derived from the
+    /// payment, so a retried or replayed event finds the license already issued and neither
+    /// signs nor mails a second one: `None` then.
+    #[tracing::instrument(skip_all, fields(org_id))]
+    pub async fn issue_for_payment(
+        &self,
+        org_id: &str,
+        policy_id: &str,
+        email: &str,
+        payment_ref: &str,
+    ) -> Result<Option<IssuedLicense>, E> {
+        let acting = Self::payments(org_id);
+        let id = payment_license_id(org_id, payment_ref);
+        match self.issue_as(&acting, policy_id, email, Some(id)).await {
+            Ok(issued) => Ok(Some(issued)),
+            Err(E::Exists("license")) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     pub async fn issue_cli(
@@ -256,7 +287,8 @@ impl Licensing {
         policy_id: &str,
         email: &str,
     ) -> Result<IssuedLicense, E> {
-        self.issue_as(&Self::cli(org_id), policy_id, email).await
+        self.issue_as(&Self::cli(org_id), policy_id, email, None)
+            .await
     }
 
     async fn issue_as(
@@ -264,6 +296,7 @@ impl Licensing {
         acting: &Acting,
         policy_id: &str,
         email: &str,
+        id: Option<String>,
     ) -> Result<IssuedLicense, E> {
         let email = crate::accounts::normalize_email(email)
             .map_err(|_| E::Invalid("email is not a valid address".to_owned()))?;
@@ -279,7 +312,10 @@ impl Licensing {
             .await?
             .ok_or(E::Org(OrgError::NotFound))?;
         let now = self.clock.now_ms();
-        let id = crate::ids::new_id("lic").map_err(|_| E::Random)?;
+        let id = match id {
+            Some(id) => id,
+            None => crate::ids::new_id("lic").map_err(|_| E::Random)?,
+        };
         let expires_ms = policy.duration_ms.map(|d| now.saturating_add(d));
         let ring = self.ring.current();
         let signer = ring.license_signer()?;
@@ -325,9 +361,16 @@ impl Licensing {
                 },
             )
             .await?;
-        self.store
+        match self
+            .store
             .insert_license(&acting.scope, &row, Some(&mail))
-            .await?;
+            .await
+        {
+            Ok(()) => {}
+            // Only a derived id can collide (a payment's license, issued already).
+            Err(StoreError::Conflict(_)) => return Err(E::Exists("license")),
+            Err(e) => return Err(e.into()),
+        }
         self.mailer.queued();
         let details = serde_json::json!({
             "license": row.id, "product": row.product_id, "policy": row.policy_id,
@@ -442,6 +485,21 @@ impl Licensing {
     pub async fn revoke(&self, caller: &Caller, org_id: &str, license_id: &str) -> Result<bool, E> {
         let acting = self.acting(caller, org_id, "licenses.revoke").await?;
         self.revoke_as(&acting, license_id).await
+    }
+
+    /// Revokes the license a refunded payment bought. `false` when it was revoked already.
+    pub async fn revoke_for_payment(&self, org_id: &str, payment_ref: &str) -> Result<bool, E> {
+        let acting = Self::payments(org_id);
+        self.revoke_as(&acting, &payment_license_id(org_id, payment_ref))
+            .await
+    }
+
+    fn payments(org_id: &str) -> Acting {
+        Acting {
+            scope: PAYMENTS,
+            actor: "payments".to_owned(),
+            org_id: org_id.to_owned(),
+        }
     }
 
     pub async fn revoke_cli(&self, license_id: &str) -> Result<bool, E> {

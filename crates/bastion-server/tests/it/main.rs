@@ -11,8 +11,10 @@ mod lifecycle;
 mod links;
 mod listeners;
 mod orgs;
+mod payments;
 mod rate_limit;
 mod secrets;
+mod stripe;
 mod tls;
 mod tokens;
 

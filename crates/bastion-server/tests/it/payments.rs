@@ -1,0 +1,735 @@
+//! Payments over HTTP (SPEC P1–P5): verified webhook ingress that fails closed, the inbox that
+//! processes each event once, Stripe Checkout against a local server speaking Stripe's API,
+//! idempotent POSTs, and the wallet under concurrent debits — on SQLite and PostgreSQL.
+
+use std::sync::Arc;
+
+use bastion_core::{Clock, SystemClock};
+use bastion_testkit::app::{Spawn, TestApp, spawn_app};
+use bastion_testkit::stripe::{FakeStripe, deliver, stripe_signature};
+use futures_util::future::join_all;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::auth::signup_and_login;
+use crate::orgs::{bearer, call, create_org, ok_json};
+use crate::{assert_problem, client};
+
+const STRIPE_KEY: &str = "sk_test_bastion_fake";
+const WHSEC: &str = "whsec_test_first";
+
+/// A server on SQLite or PostgreSQL that talks to `stripe` (if any) as its Stripe API.
+async fn server(postgres: bool, stripe: Option<&FakeStripe>) -> Option<TestApp> {
+    let key_dir = tempfile::tempdir().unwrap();
+    let key_file = key_dir.path().join("stripe.key");
+    std::fs::write(&key_file, STRIPE_KEY).unwrap();
+    let base = stripe.map(FakeStripe::base_url);
+    let app = spawn_app(
+        Spawn {
+            postgres,
+            ..Spawn::default()
+        },
+        move |c| {
+            c.rate_limit.per_ip_per_second = 0;
+            if let Some(base) = base {
+                c.payments.stripe_api_base = base;
+                c.payments.stripe_secret_key_file = key_file.display().to_string();
+            }
+        },
+    )
+    .await;
+    // The key was read at start-up.
+    drop(key_dir);
+    app
+}
+
+async fn both(stripe: Option<&FakeStripe>) -> Vec<TestApp> {
+    let mut apps = vec![server(false, stripe).await.unwrap()];
+    if let Some(pg) = server(true, stripe).await {
+        apps.push(pg);
+    }
+    apps
+}
+
+/// An owner's token and their org.
+async fn owner_and_org(app: &TestApp, email: &str) -> (String, String) {
+    let owner = bearer(&signup_and_login(app, email).await);
+    let org = create_org(app, &owner, "Acme").await;
+    (owner, org)
+}
+
+async fn endpoint(app: &TestApp, owner: &str, org: &str, handler: &str) -> String {
+    let e = ok_json(
+        call(
+            app,
+            Method::POST,
+            &format!("/v1/orgs/{org}/webhooks/endpoints"),
+            owner,
+            Some(json!({
+                "name": format!("stripe {handler}"), "provider": "stripe",
+                "secrets": [WHSEC], "config": { "handler": handler },
+            })),
+        )
+        .await,
+        201,
+    )
+    .await;
+    assert!(e.to_string().find(WHSEC).is_none(), "secret echoed: {e}");
+    e["path"].as_str().unwrap().to_owned()
+}
+
+fn now_s() -> i64 {
+    SystemClock.now_ms() / 1000
+}
+
+/// POSTs `body` with a raw `Stripe-Signature` header (or none).
+async fn post_raw(
+    app: &TestApp,
+    path: &str,
+    body: &[u8],
+    signature: Option<&str>,
+) -> reqwest::Response {
+    let mut req = client()
+        .post(app.url(path))
+        .header("content-type", "application/json")
+        .body(body.to_vec());
+    if let Some(s) = signature {
+        req = req.header("stripe-signature", s);
+    }
+    req.send().await.unwrap()
+}
+
+async fn events(app: &TestApp, owner: &str, org: &str) -> Vec<Value> {
+    ok_json(
+        call(
+            app,
+            Method::GET,
+            &format!("/v1/orgs/{org}/webhooks/events"),
+            owner,
+            None,
+        )
+        .await,
+        200,
+    )
+    .await["events"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+async fn audit_actions(app: &TestApp, owner: &str, org: &str) -> Vec<String> {
+    ok_json(
+        call(
+            app,
+            Method::GET,
+            &format!("/v1/orgs/{org}/audit"),
+            owner,
+            None,
+        )
+        .await,
+        200,
+    )
+    .await["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn event(id: &str) -> Value {
+    json!({ "id": id, "object": "event", "type": "customer.created", "data": { "object": {} } })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p2_p3_stripe_deliveries_are_verified_over_the_raw_body_stored_once_and_forgeries_refused()
+{
+    for app in both(None).await {
+        let (owner, org) = owner_and_org(&app, "ops@example.com").await;
+        let path = endpoint(&app, &owner, &org, "inbox").await;
+        let url = app.url(&path);
+
+        let good = event("evt_1");
+        let (status, body) = deliver(&url, WHSEC, now_s(), &good).await;
+        assert_eq!(status, 200, "{body}");
+        let first: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(first["duplicate"], false);
+        assert_eq!(first["status"], "processed");
+        // A replay answers 2xx without reprocessing (P3).
+        let (status, body) = deliver(&url, WHSEC, now_s(), &good).await;
+        assert_eq!(status, 200);
+        let again: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(again["duplicate"], true);
+        assert_eq!(again["event_id"], first["event_id"]);
+
+        let raw = event("evt_2").to_string().into_bytes();
+        let ts = now_s();
+        let sig = stripe_signature(WHSEC, ts, &raw);
+        // Tampered body: one byte changed after signing.
+        let mut tampered = raw.clone();
+        let i = tampered.len() - 3;
+        tampered[i] ^= 0x01;
+        assert_problem(
+            post_raw(&app, &path, &tampered, Some(&sig)).await,
+            400,
+            "webhook_signature_invalid",
+        )
+        .await;
+        // Tampered signature, empty signature, wrong secret, missing header.
+        let mut bad_sig = sig.clone().into_bytes();
+        let last = bad_sig.len() - 1;
+        bad_sig[last] = if bad_sig[last] == b'0' { b'1' } else { b'0' };
+        let bad_sig = String::from_utf8(bad_sig).unwrap();
+        assert_problem(
+            post_raw(&app, &path, &raw, Some(&bad_sig)).await,
+            400,
+            "webhook_signature_invalid",
+        )
+        .await;
+        assert_problem(
+            post_raw(&app, &path, &raw, Some(&format!("t={ts},v1="))).await,
+            400,
+            "webhook_signature_invalid",
+        )
+        .await;
+        let other = stripe_signature("whsec_someone_else", ts, &raw);
+        assert_problem(
+            post_raw(&app, &path, &raw, Some(&other)).await,
+            400,
+            "webhook_signature_invalid",
+        )
+        .await;
+        assert_problem(
+            post_raw(&app, &path, &raw, None).await,
+            400,
+            "webhook_signature_missing",
+        )
+        .await;
+        // Stale and future timestamps, each correctly signed.
+        for skew in [-301, 301] {
+            let t = now_s() + skew;
+            let s = stripe_signature(WHSEC, t, &raw);
+            assert_problem(
+                post_raw(&app, &path, &raw, Some(&s)).await,
+                400,
+                "webhook_timestamp_out_of_tolerance",
+            )
+            .await;
+        }
+        // An unknown endpoint is not found, whatever it carries.
+        let (status, _) = deliver(
+            &app.url("/v1/webhooks/whe_00000000000000000000000000000000"),
+            WHSEC,
+            now_s(),
+            &good,
+        )
+        .await;
+        assert_eq!(status, 404);
+
+        // Nothing unverified was stored: the inbox holds evt_1 alone.
+        let stored = events(&app, &owner, &org).await;
+        assert_eq!(stored.len(), 1, "{stored:?}");
+        assert_eq!(stored[0]["event_id"], "evt_1");
+        assert_eq!(stored[0]["status"], "processed");
+        let actions = audit_actions(&app, &owner, &org).await;
+        assert!(
+            actions.iter().filter(|a| *a == "webhook.rejected").count() >= 6,
+            "{actions:?}"
+        );
+        assert!(
+            actions.iter().any(|a| a == "webhook.received"),
+            "{actions:?}"
+        );
+        assert!(
+            actions.iter().any(|a| a == "webhook.replayed"),
+            "{actions:?}"
+        );
+
+        // Rotation: during the overlap both the old and the new secret verify.
+        let endpoint_id = path.rsplit('/').next().unwrap();
+        ok_json(
+            call(
+                &app,
+                Method::POST,
+                &format!("/v1/orgs/{org}/webhooks/endpoints/{endpoint_id}/secrets"),
+                &owner,
+                Some(json!({ "secret": "whsec_test_second", "overlap_secs": 3600 })),
+            )
+            .await,
+            200,
+        )
+        .await;
+        let (s_old, _) = deliver(&url, WHSEC, now_s(), &event("evt_old")).await;
+        let (s_new, _) = deliver(&url, "whsec_test_second", now_s(), &event("evt_new")).await;
+        assert_eq!((s_old, s_new), (200, 200));
+        // A rotation with no overlap retires the older secrets at once.
+        ok_json(
+            call(
+                &app,
+                Method::POST,
+                &format!("/v1/orgs/{org}/webhooks/endpoints/{endpoint_id}/secrets"),
+                &owner,
+                Some(json!({ "secret": "whsec_test_third", "overlap_secs": 0 })),
+            )
+            .await,
+            200,
+        )
+        .await;
+        let (s_old, _) = deliver(&url, WHSEC, now_s(), &event("evt_late")).await;
+        let (s_new, _) = deliver(&url, "whsec_test_third", now_s(), &event("evt_third")).await;
+        assert_eq!((s_old, s_new), (400, 200));
+        assert_eq!(events(&app, &owner, &org).await.len(), 4);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p2_an_endpoint_without_a_secret_fails_closed_with_500_is_audited_and_stores_nothing() {
+    let app = server(false, None).await.unwrap();
+    let (owner, org) = owner_and_org(&app, "ops@example.com").await;
+    let path = endpoint(&app, &owner, &org, "inbox").await;
+    // The operator lost the secret: the endpoint is left with none.
+    let db = format!(
+        "sqlite://{}",
+        app.data_dir.path().join("bastion.db").display()
+    );
+    let pool = sqlx::SqlitePool::connect(&db).await.unwrap();
+    sqlx::query("DELETE FROM webhook_secrets")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+
+    let raw = event("evt_1").to_string().into_bytes();
+    // Even a delivery "signed" with the old secret is refused: no secret, no verification.
+    let sig = stripe_signature(WHSEC, now_s(), &raw);
+    let body = assert_problem(
+        post_raw(&app, &path, &raw, Some(&sig)).await,
+        500,
+        "webhook_secret_missing",
+    )
+    .await;
+    assert!(!body.to_string().contains(WHSEC));
+    assert!(events(&app, &owner, &org).await.is_empty());
+    let actions = audit_actions(&app, &owner, &org).await;
+    assert!(
+        actions.iter().any(|a| a == "webhook.secret_missing"),
+        "{actions:?}"
+    );
+}
+
+/// A Stripe endpoint with the payments handler, and a checkout crediting the org's wallet.
+async fn wallet_checkout(
+    app: &TestApp,
+    stripe: &FakeStripe,
+    owner: &str,
+    org: &str,
+    amount: i64,
+) -> (String, String) {
+    let path = endpoint(app, owner, org, "payments").await;
+    let chk = ok_json(
+        call(
+            app,
+            Method::POST,
+            "/v1/checkout",
+            owner,
+            Some(json!({
+                "kind": "wallet_credit", "org_id": org, "amount": amount, "currency": "usd",
+                "product_name": "Credits",
+            })),
+        )
+        .await,
+        201,
+    )
+    .await;
+    let session = chk["session_id"].as_str().unwrap().to_owned();
+    assert!(stripe.session(&session).is_some());
+    (path, session)
+}
+
+async fn wallets(app: &TestApp, auth: &str, org: &str) -> Vec<Value> {
+    ok_json(
+        call(
+            app,
+            Method::GET,
+            &format!("/v1/orgs/{org}/wallets"),
+            auth,
+            None,
+        )
+        .await,
+        200,
+    )
+    .await["wallets"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+async fn entries(app: &TestApp, auth: &str, org: &str, wallet: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut before: Option<i64> = None;
+    loop {
+        let q = before.map_or(String::new(), |b| format!("&before={b}"));
+        let page = ok_json(
+            call(
+                app,
+                Method::GET,
+                &format!("/v1/orgs/{org}/wallets/{wallet}/entries?limit=500{q}"),
+                auth,
+                None,
+            )
+            .await,
+            200,
+        )
+        .await["entries"]
+            .as_array()
+            .unwrap()
+            .clone();
+        if page.is_empty() {
+            return out;
+        }
+        before = page.last().unwrap()["seq"].as_i64();
+        out.extend(page);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p3_the_same_event_delivered_100_times_concurrently_is_processed_exactly_once() {
+    let stripe = FakeStripe::start(STRIPE_KEY).await;
+    for app in both(Some(&stripe)).await {
+        let (owner, org) = owner_and_org(&app, "ops@example.com").await;
+        let (path, session) = wallet_checkout(&app, &stripe, &owner, &org, 2500).await;
+        let paid = stripe.completed_event(&session);
+        let url = app.url(&path);
+        let answers = join_all((0..100).map(|_| {
+            let (url, paid) = (url.clone(), paid.clone());
+            async move { deliver(&url, WHSEC, now_s(), &paid).await }
+        }))
+        .await;
+        assert!(answers.iter().all(|(s, _)| *s == 200), "{answers:?}");
+        let fresh = answers
+            .iter()
+            .filter(|(_, b)| serde_json::from_str::<Value>(b).unwrap()["duplicate"] == false)
+            .count();
+        assert_eq!(fresh, 1);
+        let w = wallets(&app, &owner, &org).await;
+        assert_eq!(w.len(), 1);
+        assert_eq!(w[0]["balance"], 2500);
+        let wallet = w[0]["id"].as_str().unwrap();
+        let history = entries(&app, &owner, &org, wallet).await;
+        assert_eq!(history.len(), 1, "{history:?}");
+        assert_eq!(events(&app, &owner, &org).await.len(), 1);
+
+        // The refund reverses the credit, once however often it arrives.
+        let pi = stripe.session(&session).unwrap().payment_intent;
+        let refund = stripe.refunded_event(&pi);
+        for _ in 0..2 {
+            let (s, b) = deliver(&url, WHSEC, now_s(), &refund).await;
+            assert_eq!(s, 200, "{b}");
+        }
+        let w = wallets(&app, &owner, &org).await;
+        assert_eq!(w[0]["balance"], 0);
+        let history = entries(&app, &owner, &org, wallet).await;
+        assert_eq!(history.len(), 2);
+        assert_eq!(history[0]["kind"], "reversal");
+        assert_eq!(history[0]["amount"], -2500);
+    }
+}
+
+/// Product and policy of `org`: the policy id.
+async fn policy(app: &TestApp, owner: &str, org: &str) -> String {
+    let product = ok_json(
+        call(
+            app,
+            Method::POST,
+            &format!("/v1/orgs/{org}/products"),
+            owner,
+            Some(json!({ "name": "Acme Desk" })),
+        )
+        .await,
+        201,
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    ok_json(
+        call(
+            app,
+            Method::POST,
+            &format!("/v1/orgs/{org}/products/{product}/policies"),
+            owner,
+            Some(json!({ "name": "Pro", "max_machines": 2, "duration_days": 365, "entitlements": ["pro"] })),
+        )
+        .await,
+        201,
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+async fn licenses(app: &TestApp, owner: &str, org: &str) -> Vec<Value> {
+    ok_json(
+        call(
+            app,
+            Method::GET,
+            &format!("/v1/orgs/{org}/licenses"),
+            owner,
+            None,
+        )
+        .await,
+        200,
+    )
+    .await["licenses"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p1_a_purchase_end_to_end_issues_and_mails_the_license_once_even_when_the_webhook_comes_twice()
+ {
+    let stripe = FakeStripe::start(STRIPE_KEY).await;
+    for app in both(Some(&stripe)).await {
+        let (owner, org) = owner_and_org(&app, "seller@example.com").await;
+        let policy = policy(&app, &owner, &org).await;
+        let path = endpoint(&app, &owner, &org, "payments").await;
+        let before = stripe.requests().len();
+        let res = client()
+            .post(app.url("/v1/checkout"))
+            .header("authorization", &owner)
+            .header("idempotency-key", "order-1001")
+            .json(&json!({
+                "kind": "license", "org_id": org, "policy_id": policy,
+                "email": "Buyer@Example.com", "amount": 4900, "currency": "USD",
+                "product_name": "Acme Desk Pro",
+            }))
+            .send()
+            .await
+            .unwrap();
+        let chk = ok_json(res, 201).await;
+        assert!(
+            chk["url"]
+                .as_str()
+                .unwrap()
+                .starts_with("https://checkout.stripe.test/")
+        );
+        // Bastion called Stripe once, with its secret key and an Idempotency-Key.
+        let calls = stripe.requests()[before..].to_vec();
+        assert_eq!(calls.len(), 1, "{calls:?}");
+        assert_eq!(calls[0].path, "/v1/checkout/sessions");
+        assert_eq!(
+            calls[0].header("authorization"),
+            Some(format!("Bearer {STRIPE_KEY}").as_str())
+        );
+        assert_eq!(calls[0].header("idempotency-key"), chk["id"].as_str());
+        assert_eq!(
+            calls[0].field("line_items[0][price_data][unit_amount]"),
+            Some("4900")
+        );
+        assert_eq!(
+            calls[0].field("metadata[bastion_policy]"),
+            Some(policy.as_str())
+        );
+
+        let session = chk["session_id"].as_str().unwrap();
+        let paid = stripe.completed_event(session);
+        for _ in 0..2 {
+            let (s, b) = deliver(&app.url(&path), WHSEC, now_s(), &paid).await;
+            assert_eq!(s, 200, "{b}");
+        }
+        let issued = licenses(&app, &owner, &org).await;
+        assert_eq!(issued.len(), 1, "{issued:?}");
+        assert_eq!(issued[0]["email"], "buyer@example.com");
+        let mails = app.wait_for_mail("buyer@example.com", 1).await;
+        assert_eq!(mails.len(), 1);
+        assert!(
+            mails[0].subject().contains("Acme Desk"),
+            "{}",
+            mails[0].subject()
+        );
+
+        // A full refund revokes it.
+        let pi = stripe.session(session).unwrap().payment_intent;
+        let (s, b) = deliver(&app.url(&path), WHSEC, now_s(), &stripe.refunded_event(&pi)).await;
+        assert_eq!(s, 200, "{b}");
+        let after = licenses(&app, &owner, &org).await;
+        assert_eq!(after[0]["status"], "revoked", "{after:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p1_checkout_without_a_stripe_key_answers_503_and_calls_nobody() {
+    let app = server(false, None).await.unwrap();
+    let (owner, org) = owner_and_org(&app, "seller@example.com").await;
+    let res = call(
+        &app,
+        Method::POST,
+        "/v1/checkout",
+        &owner,
+        Some(json!({ "kind": "wallet_credit", "org_id": org, "amount": 100, "currency": "usd", "product_name": "Credits" })),
+    )
+    .await;
+    assert_problem(res, 503, "payments_not_configured").await;
+}
+
+async fn org_wallet(app: &TestApp, owner: &str, org: &str, credit: i64) -> String {
+    let w = ok_json(
+        call(
+            app,
+            Method::POST,
+            &format!("/v1/orgs/{org}/wallets"),
+            owner,
+            Some(json!({ "currency": "CREDITS" })),
+        )
+        .await,
+        201,
+    )
+    .await;
+    let id = w["id"].as_str().unwrap().to_owned();
+    ok_json(
+        call(
+            app,
+            Method::POST,
+            &format!("/v1/orgs/{org}/wallets/{id}/postings"),
+            owner,
+            Some(json!({ "kind": "credit", "amount": credit, "memo": "grant" })),
+        )
+        .await,
+        201,
+    )
+    .await;
+    id
+}
+
+async fn keyed(
+    app: &TestApp,
+    auth: &str,
+    path: &str,
+    key: &str,
+    body: &Value,
+) -> reqwest::Response {
+    client()
+        .post(app.url(path))
+        .header("authorization", auth)
+        .header("idempotency-key", key)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p4_an_idempotent_post_retried_with_the_same_key_replays_and_changes_nothing() {
+    for app in both(None).await {
+        let (owner, org) = owner_and_org(&app, "ops@example.com").await;
+        let wallet = org_wallet(&app, &owner, &org, 100).await;
+        let path = format!("/v1/orgs/{org}/wallets/{wallet}/postings");
+        let debit = json!({ "kind": "debit", "amount": 30, "memo": "usage" });
+
+        let first = keyed(&app, &owner, &path, "retry-me", &debit).await;
+        assert_eq!(first.status(), 201);
+        assert_eq!(first.headers()["idempotency-replayed"], "false");
+        let first: Value = first.json().await.unwrap();
+        let second = keyed(&app, &owner, &path, "retry-me", &debit).await;
+        assert_eq!(second.status(), 201);
+        assert_eq!(second.headers()["idempotency-replayed"], "true");
+        assert_eq!(second.headers()["content-type"], "application/json");
+        let second: Value = second.json().await.unwrap();
+        assert_eq!(first, second);
+        let w = wallets(&app, &owner, &org).await;
+        assert_eq!(w[0]["balance"], 70, "debited once");
+
+        // The same key with another request is refused, and changes nothing either.
+        let other = json!({ "kind": "debit", "amount": 31, "memo": "usage" });
+        assert_problem(
+            keyed(&app, &owner, &path, "retry-me", &other).await,
+            422,
+            "idempotency_key_reused",
+        )
+        .await;
+        // A key is per principal: another caller's identical key is theirs alone.
+        let (key_auth, _) = crate::orgs::api_key(&app, &org, &owner, "service").await;
+        let theirs = keyed(&app, &key_auth, &path, "retry-me", &debit).await;
+        assert_eq!(theirs.status(), 201);
+        assert_eq!(theirs.headers()["idempotency-replayed"], "false");
+        assert_eq!(wallets(&app, &owner, &org).await[0]["balance"], 40);
+        // A malformed key is refused before anything runs.
+        assert_problem(
+            keyed(&app, &owner, &path, "", &debit).await,
+            400,
+            "idempotency_key_invalid",
+        )
+        .await;
+
+        // A license issued with a key: the retry returns the same key, and one license exists.
+        let policy = policy(&app, &owner, &org).await;
+        let issue = json!({ "policy_id": policy, "email": "buyer@example.com" });
+        let lpath = format!("/v1/orgs/{org}/licenses");
+        let a: Value = keyed(&app, &owner, &lpath, "issue-1", &issue)
+            .await
+            .json()
+            .await
+            .unwrap();
+        let b: Value = keyed(&app, &owner, &lpath, "issue-1", &issue)
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert!(a["key"].as_str().unwrap().starts_with("BSTL1."), "{a}");
+        assert_eq!(a["key"], b["key"]);
+        assert_eq!(licenses(&app, &owner, &org).await.len(), 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p5_1000_concurrent_debits_of_1_from_a_wallet_holding_500_leave_exactly_0() {
+    for app in both(None).await {
+        let (owner, org) = owner_and_org(&app, "ops@example.com").await;
+        let wallet = org_wallet(&app, &owner, &org, 500).await;
+        let path = format!("/v1/orgs/{org}/wallets/{wallet}/postings");
+        let owner = Arc::new(owner);
+        let statuses = join_all((0..1000).map(|_| {
+            let (app, path, owner) = (&app, path.clone(), owner.clone());
+            async move {
+                call(
+                    app,
+                    Method::POST,
+                    &path,
+                    &owner,
+                    Some(json!({ "kind": "debit", "amount": 1 })),
+                )
+                .await
+                .status()
+                .as_u16()
+            }
+        }))
+        .await;
+        assert_eq!(
+            statuses.iter().filter(|s| **s == 201).count(),
+            500,
+            "{statuses:?}"
+        );
+        assert_eq!(statuses.iter().filter(|s| **s == 422).count(), 500);
+        assert_eq!(wallets(&app, &owner, &org).await[0]["balance"], 0);
+        let history = entries(&app, &owner, &org, &wallet).await;
+        assert_eq!(history.len(), 501);
+        // Never negative at any point, and the entries add up to the balance.
+        assert!(
+            history
+                .iter()
+                .all(|e| e["balance_after"].as_i64().unwrap() >= 0)
+        );
+        assert_eq!(
+            history
+                .iter()
+                .map(|e| e["amount"].as_i64().unwrap())
+                .sum::<i64>(),
+            0
+        );
+        let mut seqs: Vec<i64> = history.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
+        seqs.sort_unstable();
+        assert_eq!(seqs, (1..=501).collect::<Vec<_>>());
+    }
+}
