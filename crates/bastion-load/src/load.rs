@@ -2,6 +2,7 @@
 //! the previous answer has been read, so requests/s is the server's capacity at that concurrency.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
@@ -49,19 +50,34 @@ impl Target {
 
     /// A POST of `json` (serialised once; every request sends the same bytes).
     pub fn post_json(addr: SocketAddr, path: &str, json: &serde_json::Value) -> Result<Self> {
-        let mut target = Self::local(addr, path)?;
-        target.method = Method::POST;
-        target
-            .headers
+        Ok(Self::local(addr, path)?.with_json_body(Bytes::from(serde_json::to_vec(json)?)))
+    }
+
+    /// This target as a POST of `body`, already serialised JSON (e.g. the exact bytes a
+    /// signature covers).
+    pub fn with_json_body(mut self, body: Bytes) -> Self {
+        self.method = Method::POST;
+        self.headers
             .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        target.body = Bytes::from(serde_json::to_vec(json)?);
-        Ok(target)
+        self.body = body;
+        self
     }
 
     /// Adds a header, e.g. `Authorization: Bearer …`.
     pub fn with_header(mut self, name: HeaderName, value: &str) -> Result<Self> {
         self.headers.append(name, HeaderValue::from_str(value)?);
         Ok(self)
+    }
+
+    /// The bytes each request carries.
+    pub fn body(&self) -> &Bytes {
+        &self.body
+    }
+
+    /// A header's value, if set and visible ASCII.
+    #[cfg(test)]
+    pub fn header(&self, name: &HeaderName) -> Option<&str> {
+        self.headers.get(name)?.to_str().ok()
     }
 
     /// Only loopback targets are accepted: this tool saturates whatever it points at.
@@ -146,16 +162,48 @@ pub async fn run(target: &Target, cfg: &LoadConfig) -> Result<Stats> {
 /// Like [`run`], connection `i` sending `targets[i % targets.len()]` (e.g. one session's
 /// token per connection, as separate clients would).
 pub async fn run_each(targets: &[Target], cfg: &LoadConfig) -> Result<Stats> {
-    ensure!(cfg.connections > 0, "need at least one connection");
     ensure!(!targets.is_empty(), "need at least one target");
-    ensure!(!cfg.duration.is_zero(), "duration must be positive");
-    let warm_end = Instant::now() + cfg.warmup;
-    let end = warm_end + cfg.duration;
-    let workers: Vec<_> = targets
+    let workers = targets
         .iter()
         .cycle()
         .take(cfg.connections)
-        .map(|t| tokio::spawn(worker(t.clone(), warm_end, end, cfg.pace)))
+        .map(|t| {
+            let t = t.clone();
+            (t.addr, move |_: u64| t.request())
+        })
+        .collect();
+    run_workers(workers, cfg).await
+}
+
+/// Like [`run`], connection `i`'s `n`-th request (from 0, warm-up included) being
+/// `make(i, n)`, for scenarios where no two requests may be alike (e.g. a fresh signed webhook
+/// event each time). Building the request is counted in its latency.
+pub async fn run_generated<F>(addr: SocketAddr, cfg: &LoadConfig, make: F) -> Result<Stats>
+where
+    F: Fn(usize, u64) -> Result<Target> + Send + Sync + 'static,
+{
+    let make = Arc::new(make);
+    let workers = (0..cfg.connections)
+        .map(|i| {
+            let make = Arc::clone(&make);
+            (addr, move |n: u64| make(i, n)?.request())
+        })
+        .collect();
+    run_workers(workers, cfg).await
+}
+
+/// One connection per `(addr, next)`; `next(n)` builds that connection's `n`-th request.
+async fn run_workers<F>(workers: Vec<(SocketAddr, F)>, cfg: &LoadConfig) -> Result<Stats>
+where
+    F: FnMut(u64) -> Result<Request<Body>> + Send + 'static,
+{
+    ensure!(cfg.connections > 0, "need at least one connection");
+    ensure!(!cfg.duration.is_zero(), "duration must be positive");
+    let warm_end = Instant::now() + cfg.warmup;
+    let end = warm_end + cfg.duration;
+    let workers: Vec<_> = workers
+        .into_iter()
+        .map(|(addr, next)| tokio::spawn(worker(addr, next, warm_end, end, cfg.pace)))
         .collect();
     let mut all = Tally::default();
     for w in workers {
@@ -166,8 +214,18 @@ pub async fn run_each(targets: &[Target], cfg: &LoadConfig) -> Result<Stats> {
     Ok(summarize(all, cfg.duration))
 }
 
-async fn worker(target: Target, warm_end: Instant, end: Instant, pace: Option<Duration>) -> Tally {
+async fn worker<F>(
+    addr: SocketAddr,
+    mut next: F,
+    warm_end: Instant,
+    end: Instant,
+    pace: Option<Duration>,
+) -> Tally
+where
+    F: FnMut(u64) -> Result<Request<Body>>,
+{
     let mut tally = Tally::default();
+    let mut sent = 0u64;
     let mut conn: Option<SendRequest<Body>> = None;
     // Answers are attributed to the window by completion time, so nothing after `end` counts.
     let counts = |t: Instant| t >= warm_end && t <= end;
@@ -183,7 +241,7 @@ async fn worker(target: Target, warm_end: Instant, end: Instant, pace: Option<Du
         }
         // A server may close a keep-alive connection legitimately; reconnecting is not an error.
         if conn.as_ref().is_none_or(|c| c.is_closed()) {
-            match timeout(REQUEST_TIMEOUT, connect(target.addr)).await {
+            match timeout(REQUEST_TIMEOUT, connect(addr)).await {
                 Ok(Ok(c)) => conn = Some(c),
                 _ => {
                     tally.errors += u64::from(counts(Instant::now()));
@@ -196,7 +254,9 @@ async fn worker(target: Target, warm_end: Instant, end: Instant, pace: Option<Du
             continue;
         };
         let start = Instant::now();
-        let outcome = timeout(REQUEST_TIMEOUT, send(sender, &target)).await;
+        let request = next(sent);
+        sent += 1;
+        let outcome = timeout(REQUEST_TIMEOUT, async { send(sender, request?).await }).await;
         let done = Instant::now();
         match outcome {
             Ok(Ok(status)) => {
@@ -224,9 +284,9 @@ async fn connect(addr: SocketAddr) -> Result<SendRequest<Body>> {
     Ok(sender)
 }
 
-async fn send(sender: &mut SendRequest<Body>, target: &Target) -> Result<StatusCode> {
+async fn send(sender: &mut SendRequest<Body>, request: Request<Body>) -> Result<StatusCode> {
     sender.ready().await?;
-    let resp = sender.send_request(target.request()?).await?;
+    let resp = sender.send_request(request).await?;
     let status = resp.status();
     // The body must be drained before the connection can carry the next request.
     resp.into_body().collect().await?;
@@ -237,7 +297,7 @@ async fn send(sender: &mut SendRequest<Body>, target: &Target) -> Result<StatusC
 pub async fn probe(target: &Target) -> Result<StatusCode> {
     timeout(REQUEST_TIMEOUT, async {
         let mut sender = connect(target.addr).await?;
-        send(&mut sender, target).await
+        send(&mut sender, target.request()?).await
     })
     .await
     .context("probe timed out")?
@@ -260,6 +320,17 @@ pub async fn fetch(target: &Target) -> Result<(StatusCode, Bytes)> {
 
 fn saturating_ns(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Figures from latencies measured outside this module (e.g. a database reference loop).
+pub fn stats_from(latencies_ns: Vec<u64>, errors: u64, window: Duration) -> Stats {
+    summarize(
+        Tally {
+            latencies_ns,
+            errors,
+        },
+        window,
+    )
 }
 
 fn summarize(mut t: Tally, window: Duration) -> Stats {

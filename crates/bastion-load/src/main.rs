@@ -7,6 +7,7 @@ mod accounts;
 mod baseline;
 mod licenses;
 mod load;
+mod payments;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -57,6 +58,10 @@ enum Cmd {
     /// License activation (renewal) and validation, one license per connection, against
     /// `/healthz` on the same Bastion and the raw RS256 sign rate measured in this process.
     Licenses(licenses::LicensesArgs),
+    /// Verified Stripe webhook ingest (a new signed event per request, and a replay) and
+    /// debits of one hot wallet, against `/healthz` on the same Bastion and, for the debits,
+    /// the raw database's one-row conditional UPDATE rate measured in this process.
+    Payments(payments::PaymentsArgs),
     /// The baseline server `compare` starts (re-executing this binary).
     #[command(hide = true)]
     BaselineServer {
@@ -131,6 +136,7 @@ fn main() -> Result<()> {
         Cmd::AuthMe(args) => runtime()?.block_on(accounts::auth_me(args)),
         Cmd::LoginStorm(args) => runtime()?.block_on(accounts::login_storm(args)),
         Cmd::Licenses(args) => runtime()?.block_on(licenses::licenses(args)),
+        Cmd::Payments(args) => runtime()?.block_on(payments::payments(args)),
         Cmd::BaselineServer { listen, port_file } => baseline::run(listen, &port_file),
     }
 }

@@ -257,6 +257,10 @@ impl Payments {
                     .map_err(|e| format!("issuing the license: {e}"))
             }
             Some("wallet") => {
+                // An org wallet moves only through that org's endpoint.
+                if meta("bastion_org").is_some_and(|o| o != endpoint.org_id) {
+                    return Err("the purchase is of another org than this endpoint's".into());
+                }
                 let wallet_id =
                     meta("bastion_wallet").ok_or("no bastion_wallet in the metadata")?;
                 let amount = session
@@ -302,6 +306,10 @@ impl Payments {
             .ok_or("the charge has no payment_intent")?;
         match kind.as_str() {
             "wallet" => {
+                // An org wallet moves only through that org's endpoint.
+                if meta("bastion_org").is_some_and(|o| o != endpoint.org_id) {
+                    return Err("the purchase is of another org than this endpoint's".into());
+                }
                 let wallet_id =
                     meta("bastion_wallet").ok_or("no bastion_wallet in the metadata")?;
                 let input = PostingInput {

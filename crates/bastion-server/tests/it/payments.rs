@@ -541,6 +541,17 @@ async fn p1_a_purchase_end_to_end_issues_and_mails_the_license_once_even_when_th
         }
         let issued = licenses(&app, &owner, &org).await;
         assert_eq!(issued.len(), 1, "{issued:?}");
+        // Another org's payments endpoint acts in its own org only: the event fails there.
+        let (other_owner, other_org) = owner_and_org(&app, "other@example.com").await;
+        let other_path = endpoint(&app, &other_owner, &other_org, "payments").await;
+        let (s, b) = deliver(&app.url(&other_path), WHSEC, now_s(), &paid).await;
+        assert_eq!(s, 200, "{b}");
+        assert_eq!(
+            serde_json::from_str::<Value>(&b).unwrap()["status"],
+            "failed"
+        );
+        assert!(licenses(&app, &other_owner, &other_org).await.is_empty());
+        assert_eq!(licenses(&app, &owner, &org).await.len(), 1);
         assert_eq!(issued[0]["email"], "buyer@example.com");
         let mails = app.wait_for_mail("buyer@example.com", 1).await;
         assert_eq!(mails.len(), 1);
