@@ -24,6 +24,7 @@ mod idempotency;
 mod licenses;
 mod links_mail;
 mod orgs;
+mod reach;
 mod vault;
 mod wallet;
 mod webhooks;

@@ -8,11 +8,11 @@ use bastion_store::{
     ProductRow, Scope, StoreError, StoreResult,
 };
 use sqlx::Row;
-use sqlx::query::Query;
-use sqlx::sqlite::{Sqlite, SqliteArguments, SqliteRow};
+use sqlx::sqlite::SqliteRow;
 
 use crate::links_mail::insert_mail;
-use crate::orgs::{IN_ORG, actor};
+use crate::orgs::IN_ORG;
+use crate::reach::{OWN_ORG, Reach, write_err};
 use crate::{SqliteStore, db_err, hash32};
 
 const PRODUCT_COLS: &str = "id, org_id, name, created_ms";
@@ -21,69 +21,6 @@ const POLICY_COLS: &str =
 const LICENSE_COLS: &str = "id, org_id, product_id, policy_id, key_hash, email, entitlements, \
      max_machines, lease_ms, expires_ms, created_ms, created_by, failures, frozen_ms, revoked_ms";
 const MACHINE_COLS: &str = "id, org_id, license_id, machine_hash, name, activated_ms, last_seen_ms";
-
-/// The row is of org `?3`, or `?3` is NULL (the system, which reaches every org). Always
-/// together with [`IN_ORG`], which decides whether the scope is inside `?3`.
-const OWN_ORG: &str = "(?3 IS NULL OR org_id = ?3)";
-
-/// What a scope reaches, as the first three parameters of every statement here: [`IN_ORG`]'s
-/// kind (`?1`) and user or key id (`?2`), and the org (`?3`; `None` only for the system when no
-/// org is named).
-#[derive(Clone, Copy)]
-struct Reach<'a> {
-    kind: &'static str,
-    id: &'a str,
-    org: Option<&'a str>,
-}
-
-impl<'a> Reach<'a> {
-    /// The rows of whatever org the scope is inside (every org for the system); `None` for a
-    /// scope inside no org (anonymous, a user outside any org).
-    fn of(scope: &'a Scope) -> Option<Self> {
-        match scope {
-            Scope::System(_) => Some(Self {
-                kind: "system",
-                id: "",
-                org: None,
-            }),
-            _ => {
-                let org = scope.org_id()?;
-                Self::within(scope, org)
-            }
-        }
-    }
-
-    /// The rows of `org_id`; `None` when the scope cannot be inside that org.
-    fn within(scope: &'a Scope, org_id: &'a str) -> Option<Self> {
-        actor(scope, org_id).map(|(kind, id)| Self {
-            kind,
-            id,
-            org: Some(org_id),
-        })
-    }
-
-    /// `sql` with the three reach parameters bound; the caller binds `?4` on.
-    fn query<'q>(self, sql: &'q str) -> Query<'q, Sqlite, SqliteArguments<'q>>
-    where
-        'a: 'q,
-    {
-        sqlx::query(sql)
-            .bind(self.kind)
-            .bind(self.id)
-            .bind(self.org)
-    }
-}
-
-/// A write's error, with the licensing tables' meanings for their constraints: a duplicate
-/// name or hash is `duplicate`, a product, policy, license or org that is not there (or is of
-/// another org: the keys include the org) is `NotFound`.
-fn write_err(e: sqlx::Error, duplicate: &'static str) -> StoreError {
-    match &e {
-        sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Conflict(duplicate),
-        sqlx::Error::Database(d) if d.is_foreign_key_violation() => StoreError::NotFound,
-        _ => db_err(e),
-    }
-}
 
 fn to_u32(v: i64, what: &str) -> StoreResult<u32> {
     u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("{what} out of range")))

@@ -11,10 +11,10 @@ use bastion_store::{
     StoreResult, WebhookStore,
 };
 use sqlx::Row;
-use sqlx::query::Query;
-use sqlx::sqlite::{Sqlite, SqliteArguments, SqliteRow};
+use sqlx::sqlite::SqliteRow;
 
-use crate::orgs::{IN_ORG, actor};
+use crate::orgs::IN_ORG;
+use crate::reach::{OWN_ORG, Reach, write_err};
 use crate::{SqliteStore, db_err, require_system};
 
 const ENDPOINT_COLS: &str =
@@ -23,68 +23,10 @@ const SECRET_COLS: &str = "id, endpoint_id, org_id, secret_key, secret, created_
 const EVENT_COLS: &str = "id, endpoint_id, org_id, provider, event_id, event_type, payload, \
      received_ms, status, attempts, next_attempt_ms, last_error, processed_ms";
 
-/// The row is of org `?3`, or `?3` is NULL (the system, which reaches every org). Always
-/// together with [`IN_ORG`], which decides whether the scope is inside `?3`.
-const OWN_ORG: &str = "(?3 IS NULL OR org_id = ?3)";
-
 /// Due for a claim at the parameter `now`: received or failed and due, or processing with a
 /// lapsed lease (its `next_attempt_ms` is the lease's end).
 fn due(now: &str) -> String {
     format!("status IN ('received', 'failed', 'processing') AND next_attempt_ms <= {now}")
-}
-
-/// What a scope reaches, as the first three parameters of every statement here: [`IN_ORG`]'s
-/// kind (`?1`) and user or key id (`?2`), and the org (`?3`; `None` only for the system when no
-/// org is named).
-#[derive(Clone, Copy)]
-struct Reach<'a> {
-    kind: &'static str,
-    id: &'a str,
-    org: Option<&'a str>,
-}
-
-impl<'a> Reach<'a> {
-    /// The rows of whatever org the scope is inside (every org for the system); `None` for a
-    /// scope inside no org.
-    fn of(scope: &'a Scope) -> Option<Self> {
-        match scope {
-            Scope::System(_) => Some(Self {
-                kind: "system",
-                id: "",
-                org: None,
-            }),
-            _ => Self::within(scope, scope.org_id()?),
-        }
-    }
-
-    /// The rows of `org_id`; `None` when the scope cannot be inside that org.
-    fn within(scope: &'a Scope, org_id: &'a str) -> Option<Self> {
-        actor(scope, org_id).map(|(kind, id)| Self {
-            kind,
-            id,
-            org: Some(org_id),
-        })
-    }
-
-    /// `sql` with the three reach parameters bound; the caller binds `?4` on.
-    fn query<'q>(self, sql: &'q str) -> Query<'q, Sqlite, SqliteArguments<'q>>
-    where
-        'a: 'q,
-    {
-        sqlx::query(sql)
-            .bind(self.kind)
-            .bind(self.id)
-            .bind(self.org)
-    }
-}
-
-/// A write's error: a duplicate is `duplicate`, a missing (or other org's) parent `NotFound`.
-fn write_err(e: sqlx::Error, duplicate: &'static str) -> StoreError {
-    match &e {
-        sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Conflict(duplicate),
-        sqlx::Error::Database(d) if d.is_foreign_key_violation() => StoreError::NotFound,
-        _ => db_err(e),
-    }
 }
 
 fn endpoint(r: &SqliteRow) -> StoreResult<EndpointRow> {
