@@ -64,6 +64,19 @@ pub struct LicenseRow {
     pub revoked_ms: Option<i64>,
 }
 
+impl LicenseRow {
+    /// `revoked` (for good), `frozen` (until an admin unfreezes it) or `active`.
+    pub fn status(&self) -> &'static str {
+        if self.revoked_ms.is_some() {
+            "revoked"
+        } else if self.frozen_ms.is_some() {
+            "frozen"
+        } else {
+            "active"
+        }
+    }
+}
+
 /// A machine a license is activated on (`mch_…`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MachineRow {

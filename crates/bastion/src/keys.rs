@@ -161,13 +161,9 @@ async fn status(cfg: &Config) -> anyhow::Result<ExitCode> {
         "purpose", "version", "key id", "algorithm", "state", "rows", "encryptions"
     );
     for k in ring.records() {
-        let created = time::OffsetDateTime::from_unix_timestamp(k.created_ms / 1000)
-            .ok()
-            .and_then(|t| {
-                t.format(&time::format_description::well_known::Rfc3339)
-                    .ok()
-            })
-            .unwrap_or_default();
+        // Whole seconds: the table has no room for fractions.
+        let created =
+            bastion_core::clock::rfc3339(k.created_ms.div_euclid(1000) * 1000).unwrap_or_default();
         let state = if k.retired { "retired" } else { "active" };
         // Envelopes name a data key `<purpose>-v<N>`.
         let sealed_id = format!("{}-v{}", k.purpose, k.version);

@@ -9,29 +9,12 @@ use bastion_core::licenses::{LicenseDetail, PolicyInput};
 use bastion_crypto::license::{DEFAULT_SKEW_SECS, PublicKeySet};
 use bastion_server::Bastion;
 use bastion_server::config::Config;
-use bastion_store::LicenseRow;
 use secrecy::ExposeSecret;
 
 use crate::cli::LicenseCommand;
 
 fn when(ms: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| ms.to_string())
-}
-
-fn status(l: &LicenseRow) -> &'static str {
-    if l.revoked_ms.is_some() {
-        "revoked"
-    } else if l.frozen_ms.is_some() {
-        "frozen"
-    } else {
-        "active"
-    }
+    bastion_core::clock::rfc3339(ms).unwrap_or_else(|| ms.to_string())
 }
 
 fn print_detail(d: &LicenseDetail) {
@@ -42,7 +25,7 @@ fn print_detail(d: &LicenseDetail) {
     println!("email     {}", l.email);
     println!(
         "status    {}  (failed activations: {})",
-        status(l),
+        l.status(),
         l.failures
     );
     println!(
@@ -151,7 +134,7 @@ pub async fn run(cfg: &Config, cmd: LicenseCommand) -> anyhow::Result<ExitCode> 
                 println!(
                     "{:<36}  {:<8}  {:<25}  {:<36}  {}",
                     l.id,
-                    status(&l),
+                    l.status(),
                     when(l.created_ms),
                     l.product_id,
                     l.email

@@ -23,13 +23,7 @@ use crate::middleware::ClientIp;
 use crate::{ApiError, AppState};
 
 fn rfc3339(ms: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
+    bastion_core::clock::rfc3339(ms).unwrap_or_default()
 }
 
 fn ip_of(ip: Option<axum::Extension<ClientIp>>) -> String {
@@ -402,13 +396,7 @@ pub struct LicenseOut {
 
 impl From<LicenseRow> for LicenseOut {
     fn from(l: LicenseRow) -> Self {
-        let status = if l.revoked_ms.is_some() {
-            "revoked"
-        } else if l.frozen_ms.is_some() {
-            "frozen"
-        } else {
-            "active"
-        };
+        let status = l.status();
         Self {
             id: l.id,
             product_id: l.product_id,
