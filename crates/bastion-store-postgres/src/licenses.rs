@@ -443,7 +443,7 @@ impl LicenseStore for PgStore {
         license_id: &str,
         now_ms: i64,
         freeze_at: u32,
-        mail: &OutboundMail,
+        mail: Option<&OutboundMail>,
     ) -> StoreResult<KeyFailure> {
         let mut tx = self.begin(scope).await?;
         // One statement. `prior` locks the row first and, under READ COMMITTED, reads its
@@ -467,7 +467,7 @@ impl LicenseStore for PgStore {
         let Some((failures, froze)) = row else {
             return Err(StoreError::NotFound);
         };
-        if froze {
+        if froze && let Some(mail) = mail {
             self.queue_license_mail(&mut tx, scope, mail).await?;
         }
         tx.commit().await.map_err(db_err)?;

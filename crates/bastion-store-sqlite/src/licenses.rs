@@ -156,7 +156,7 @@ async fn key_failure_in_tx(
     license_id: &str,
     now_ms: i64,
     freeze_at: u32,
-    mail: &OutboundMail,
+    mail: Option<&OutboundMail>,
 ) -> StoreResult<KeyFailure> {
     // SQLite's RETURNING sees only the new row, so the count and the freeze are two statements;
     // the write lock taken by BEGIN IMMEDIATE makes them one step, and the freeze's own
@@ -188,7 +188,7 @@ async fn key_failure_in_tx(
                 .map_err(db_err)?;
         froze = done.rows_affected() == 1;
     }
-    if froze {
+    if froze && let Some(mail) = mail {
         insert_mail(conn, mail).await?;
     }
     Ok(KeyFailure { failures, froze })
@@ -512,7 +512,7 @@ impl LicenseStore for SqliteStore {
         license_id: &str,
         now_ms: i64,
         freeze_at: u32,
-        mail: &OutboundMail,
+        mail: Option<&OutboundMail>,
     ) -> StoreResult<KeyFailure> {
         let Some(reach) = Reach::of(scope) else {
             return Err(StoreError::Forbidden);

@@ -186,13 +186,15 @@ pub trait LicenseStore {
     /// Counts one failed activation against a license in one atomic statement and freezes the
     /// key when the count reaches `freeze_at` (SPEC L7). The freeze notice `mail` is queued in
     /// the same transaction, only by the call that froze the key, so it is sent exactly once.
+    /// `None` when the caller saw the key frozen already (nothing to announce, so nothing is
+    /// sealed for it); should that call still freeze it (an unfreeze in between), no notice goes.
     async fn record_key_failure(
         &self,
         scope: &Scope,
         license_id: &str,
         now_ms: i64,
         freeze_at: u32,
-        mail: &OutboundMail,
+        mail: Option<&OutboundMail>,
     ) -> StoreResult<KeyFailure>;
     /// Freezes (`Some(now)`) or unfreezes (`None`, which also resets the failure count) a
     /// license. `false` when the license was already in that state or does not exist.

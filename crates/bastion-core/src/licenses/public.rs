@@ -126,15 +126,28 @@ impl Licensing {
         if let Some(lic) = license {
             details["license"] = lic.id.clone().into();
             org = Some(lic.org_id.clone());
-            let product = self.product_name(lic).await;
             let frozen = async {
-                let mail = self
-                    .mailer
-                    .prepare(&lic.email, &Template::LicenseFrozen { product })
-                    .await?;
+                // A key already frozen has nothing to announce: no lookup, nothing sealed.
+                let mail = match lic.frozen_ms {
+                    Some(_) => None,
+                    None => {
+                        let product = self.product_name(lic).await;
+                        Some(
+                            self.mailer
+                                .prepare(&lic.email, &Template::LicenseFrozen { product })
+                                .await?,
+                        )
+                    }
+                };
                 let counted = self
                     .store
-                    .record_key_failure(&SCOPE, &lic.id, now, self.config.key_failures, &mail)
+                    .record_key_failure(
+                        &SCOPE,
+                        &lic.id,
+                        now,
+                        self.config.key_failures,
+                        mail.as_ref(),
+                    )
                     .await?;
                 Ok::<_, E>(counted)
             }

@@ -2201,7 +2201,7 @@ async fn l3_license_policies_follow_the_permission_map() {
         );
         assert!(
             store
-                .record_key_failure(s, "lic_1", 3, 1, &lic_mail("mail_f"))
+                .record_key_failure(s, "lic_1", 3, 1, Some(&lic_mail("mail_f")))
                 .await
                 .is_err(),
             "{at}"
@@ -2326,7 +2326,7 @@ async fn l3_license_policies_follow_the_permission_map() {
     ));
     assert!(
         store
-            .record_key_failure(&admin, "lic_1", 22, 1, &lic_mail("mail_y"))
+            .record_key_failure(&admin, "lic_1", 22, 1, Some(&lic_mail("mail_y")))
             .await
             .is_err()
     );

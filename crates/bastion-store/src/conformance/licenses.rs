@@ -329,7 +329,7 @@ pub async fn l3_licenses_are_found_by_key_hash_and_org_scoped<S: Store>(store: A
                     "lic_1",
                     NOW + 50,
                     1,
-                    &license_mail("mail_x", "license_frozen")
+                    Some(&license_mail("mail_x", "license_frozen"))
                 )
                 .await
                 .is_err(),
@@ -500,7 +500,7 @@ pub async fn l7_key_failures_freeze_exactly_once_and_queue_one_mail<S: Store>(st
         // A distinct id each: a second queued notice could not hide behind the first.
         let mail = license_mail(&format!("mail_{i:02}"), "license_frozen");
         tasks.push(tokio::spawn(async move {
-            s.record_key_failure(&SYS, "lic_1", at, 20, &mail)
+            s.record_key_failure(&SYS, "lic_1", at, 20, Some(&mail))
                 .await
                 .unwrap()
         }));
@@ -540,7 +540,7 @@ pub async fn l7_key_failures_freeze_exactly_once_and_queue_one_mail<S: Store>(st
             "lic_1",
             at + 1,
             20,
-            &license_mail("mail_n", "license_frozen"),
+            Some(&license_mail("mail_n", "license_frozen")),
         )
         .await
         .unwrap();
@@ -555,7 +555,7 @@ pub async fn l7_key_failures_freeze_exactly_once_and_queue_one_mail<S: Store>(st
             "lic_1",
             at + 4,
             2,
-            &license_mail("mail_m", "license_frozen"),
+            Some(&license_mail("mail_m", "license_frozen")),
         )
         .await
         .unwrap();
@@ -572,7 +572,7 @@ pub async fn l7_key_failures_freeze_exactly_once_and_queue_one_mail<S: Store>(st
                 "lic_none",
                 at,
                 20,
-                &license_mail("mail_z", "license_frozen")
+                Some(&license_mail("mail_z", "license_frozen"))
             )
             .await,
         Err(StoreError::NotFound)
