@@ -136,6 +136,45 @@ pub struct Licensing {
     audit: Arc<AuditLog>,
     clock: Arc<dyn Clock>,
     config: LicensingConfig,
+    revocations: RevocationCache,
+}
+
+/// Signed revocation lists per product, reused while the key and the ids are unchanged and the
+/// list is at most [`RevocationCache::MAX_AGE_S`] old.
+#[derive(Default)]
+struct RevocationCache(std::sync::Mutex<std::collections::HashMap<String, SignedList>>);
+
+struct SignedList {
+    kid: String,
+    revoked: Vec<String>,
+    iat: i64,
+    doc: String,
+}
+
+impl RevocationCache {
+    const MAX_AGE_S: i64 = 60;
+
+    fn fresh(&self, product_id: &str, kid: &str, revoked: &[String], now_s: i64) -> Option<String> {
+        let map = self.0.lock().ok()?;
+        let l = map.get(product_id)?;
+        let current =
+            l.kid == kid && l.revoked == revoked && (0..Self::MAX_AGE_S).contains(&(now_s - l.iat));
+        current.then(|| l.doc.clone())
+    }
+
+    fn keep(&self, product_id: &str, kid: String, revoked: Vec<String>, iat: i64, doc: String) {
+        if let Ok(mut map) = self.0.lock() {
+            map.insert(
+                product_id.to_owned(),
+                SignedList {
+                    kid,
+                    revoked,
+                    iat,
+                    doc,
+                },
+            );
+        }
+    }
 }
 
 impl Licensing {
@@ -159,6 +198,7 @@ impl Licensing {
             audit,
             clock,
             config,
+            revocations: RevocationCache::default(),
         }
     }
 

@@ -449,17 +449,29 @@ impl Licensing {
         let revoked = self.store.revoked_licenses(&SCOPE, product_id).await?;
         let ring = self.ring.current();
         let signer = ring.license_signer()?;
+        let now = self.now_s();
+        // Anyone may fetch the list: re-signing it per request would hand out an RSA
+        // signature per GET, so a list still current (same key, same ids) is reused briefly.
+        if let Some(doc) = self
+            .revocations
+            .fresh(product_id, signer.kid(), &revoked, now)
+        {
+            return Ok(doc);
+        }
         let claims = RevocationClaims {
             v: 1,
             kid: signer.kid().to_owned(),
             alg: signer.alg_name().to_owned(),
             prd: product_id.to_owned(),
-            iat: self.now_s(),
+            iat: now,
             revoked,
         };
-        signer
+        let doc = signer
             .sign(DocumentKind::Revocations, &claims)
-            .map_err(|_| E::Signing)
+            .map_err(|_| E::Signing)?;
+        self.revocations
+            .keep(product_id, claims.kid, claims.revoked, now, doc.clone());
+        Ok(doc)
     }
 
     /// Every license public key (apps bake these in; old ones keep verifying old keys).
