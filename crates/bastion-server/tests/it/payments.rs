@@ -552,6 +552,56 @@ async fn p1_a_purchase_end_to_end_issues_and_mails_the_license_once_even_when_th
         );
         assert!(licenses(&app, &other_owner, &other_org).await.is_empty());
         assert_eq!(licenses(&app, &owner, &org).await.len(), 1);
+        // The failed event is listed with its reason, and an admin retry runs it again now.
+        let failed = events(&app, &other_owner, &other_org).await;
+        assert_eq!(failed[0]["status"], "failed");
+        assert!(
+            failed[0]["last_error"]
+                .as_str()
+                .unwrap()
+                .contains("another org")
+        );
+        let retried = ok_json(
+            call(
+                &app,
+                Method::POST,
+                &format!(
+                    "/v1/orgs/{other_org}/webhooks/events/{}/retry",
+                    failed[0]["id"].as_str().unwrap()
+                ),
+                &other_owner,
+                None,
+            )
+            .await,
+            200,
+        )
+        .await;
+        assert_eq!(
+            (retried["status"].as_str(), retried["attempts"].as_u64()),
+            (Some("failed"), Some(2))
+        );
+        // A processed event is not retried, and another org cannot even see it.
+        let done = &events(&app, &owner, &org).await[0];
+        let retry_done = format!(
+            "/v1/orgs/{org}/webhooks/events/{}/retry",
+            done["id"].as_str().unwrap()
+        );
+        assert_problem(
+            call(&app, Method::POST, &retry_done, &owner, None).await,
+            409,
+            "event_not_retryable",
+        )
+        .await;
+        let foreign = format!(
+            "/v1/orgs/{other_org}/webhooks/events/{}/retry",
+            done["id"].as_str().unwrap()
+        );
+        assert_problem(
+            call(&app, Method::POST, &foreign, &other_owner, None).await,
+            404,
+            "not_found",
+        )
+        .await;
         assert_eq!(issued[0]["email"], "buyer@example.com");
         let mails = app.wait_for_mail("buyer@example.com", 1).await;
         assert_eq!(mails.len(), 1);
