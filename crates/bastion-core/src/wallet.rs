@@ -29,7 +29,7 @@ pub const MAX_AMOUNT: i64 = 1_000_000_000_000;
 
 #[derive(Debug, Clone)]
 pub struct WalletConfig {
-    /// Postings against a read version before taking the row lock (8).
+    /// Postings against a read version before taking the row lock (3).
     pub optimistic_attempts: u32,
     /// Upper bound of the first jittered pause between attempts; it doubles each time (2 ms).
     pub backoff_ms: u64,
@@ -38,7 +38,7 @@ pub struct WalletConfig {
 impl Default for WalletConfig {
     fn default() -> Self {
         Self {
-            optimistic_attempts: 8,
+            optimistic_attempts: 3,
             backoff_ms: 2,
         }
     }
@@ -479,7 +479,7 @@ impl Wallets {
         };
         let mut pause = self.config.backoff_ms;
         let mut outcome = None;
-        for _ in 0..self.config.optimistic_attempts {
+        for attempt in 1..=self.config.optimistic_attempts {
             let w = self
                 .store
                 .wallet(&acting.scope, wallet_id)
@@ -490,10 +490,12 @@ impl Wallets {
                 .post(&acting.scope, wallet_id, Some(w.ledger_version), &movement)
                 .await?
             {
-                Posted::Conflict => {
+                // No pause after the last lost race: the row lock is taken at once.
+                Posted::Conflict if attempt < self.config.optimistic_attempts => {
                     tokio::time::sleep(jitter(pause)).await;
                     pause = pause.saturating_mul(2).min(64);
                 }
+                Posted::Conflict => {}
                 other => {
                     outcome = Some(other);
                     break;
