@@ -29,19 +29,23 @@ impl FromRequestParts<AppState> for Auth {
 
 /// The bearer credential, or 401 `missing_token`.
 fn bearer(parts: &Parts) -> Result<&str, ApiError> {
-    parts
-        .headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|h| {
-            h.strip_prefix("Bearer ")
-                .or_else(|| h.strip_prefix("bearer "))
-        })
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .ok_or(ApiError::Unauthorized {
-            code: "missing_token",
-        })
+    bearer_token(&parts.headers).ok_or(ApiError::Unauthorized {
+        code: "missing_token",
+    })
+}
+
+/// The credential of `Authorization: Bearer …` (the scheme in any case, RFC 9110): the one
+/// parser, so the idempotency middleware keys exactly the requests the extractors authenticate.
+pub(crate) fn bearer_token(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let h = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = h.split_at_checked(7)?;
+    if !scheme.eq_ignore_ascii_case("bearer ") {
+        return None;
+    }
+    Some(token.trim()).filter(|t| !t.is_empty())
 }
 
 /// Headers only browsers send (scripts cannot set `Sec-Fetch-*`, and browsers send `Origin` on

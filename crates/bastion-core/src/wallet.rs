@@ -154,6 +154,15 @@ fn check_input(input: &PostingInput) -> Result<(), WalletError> {
     Ok(())
 }
 
+/// References of payment postings start with this; nobody else may use it, or a debit under a
+/// refund's reference would make the refund's reversal a "duplicate" and keep the credit.
+pub const PAYMENT_REFERENCE_PREFIX: &str = "stripe";
+
+fn is_payment_reference(r: &str) -> bool {
+    r.get(..PAYMENT_REFERENCE_PREFIX.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(PAYMENT_REFERENCE_PREFIX))
+}
+
 /// The transaction id of a payment's posting to a wallet, derived from its reference.
 fn payment_txn_id(wallet_id: &str, reference: &str) -> String {
     let digest = aws_lc_rs::digest::digest(
@@ -412,6 +421,11 @@ impl Wallets {
         input: &PostingInput,
     ) -> Result<Posting, WalletError> {
         check_input(input)?;
+        if input.reference.as_deref().is_some_and(is_payment_reference) {
+            return Err(WalletError::Invalid(format!(
+                "references starting with {PAYMENT_REFERENCE_PREFIX:?} are reserved for payments"
+            )));
+        }
         let acting = self.acting(caller, owner, "wallet.manage").await?;
         self.owned(&acting.scope, owner, wallet_id).await?;
         self.post_as(&acting, wallet_id, input, None).await
@@ -428,14 +442,31 @@ impl Wallets {
         let reference = input
             .reference
             .as_deref()
-            .ok_or_else(|| WalletError::Invalid("a payment posting needs a reference".into()))?;
+            .filter(|r| is_payment_reference(r))
+            .ok_or_else(|| {
+                WalletError::Invalid("a payment posting needs a payment reference".into())
+            })?;
         let acting = Acting {
             scope: PAYMENTS,
             actor: "payments".to_owned(),
             org_id: None,
         };
         let txn_id = payment_txn_id(wallet_id, reference);
-        self.post_as(&acting, wallet_id, input, Some(txn_id)).await
+        let posting = self
+            .post_as(&acting, wallet_id, input, Some(txn_id.clone()))
+            .await?;
+        // A duplicate counts as done only if it is this very posting, not another under the
+        // same reference.
+        if posting.duplicate
+            && (posting.entry.txn_id != txn_id
+                || posting.entry.kind != input.kind
+                || (input.kind == MovementKind::Credit && posting.entry.amount != input.amount))
+        {
+            return Err(WalletError::Invalid(
+                "another posting already holds this payment's reference".into(),
+            ));
+        }
+        Ok(posting)
     }
 
     /// Reverses a payment's credit; `input.reverses` names the credit's *reference*.

@@ -1,5 +1,6 @@
 //! The payment gateway on Stripe's API (SPEC P1, P4): hosted Checkout Sessions and refunds,
-//! form-encoded as Stripe wants them, each call with an `Idempotency-Key` so that a retry after
+//! form-encoded as Stripe wants them, and the sessions and charges that events name, read back.
+//! Each POST carries an `Idempotency-Key` so that a retry after
 //! a timeout never charges or refunds twice. The secret key lives in a `SecretString` and never
 //! reaches a log, a `Debug` rendering or an error.
 
@@ -8,7 +9,11 @@ use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bastion_core::payments::{CheckoutRequest, CheckoutSession, GatewayError, PaymentGateway};
+use std::collections::BTreeMap;
+
+use bastion_core::payments::{
+    ChargeRecord, CheckoutRequest, CheckoutSession, GatewayError, PaymentGateway, SessionRecord,
+};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
@@ -46,6 +51,25 @@ struct SessionBody {
 #[derive(Deserialize)]
 struct RefundBody {
     id: String,
+}
+
+#[derive(Deserialize)]
+struct SessionRecordBody {
+    id: String,
+    payment_status: String,
+    payment_intent: Option<String>,
+    amount_total: Option<i64>,
+    currency: Option<String>,
+    client_reference_id: Option<String>,
+    metadata: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Deserialize)]
+struct ChargeBody {
+    id: String,
+    payment_intent: Option<String>,
+    refunded: bool,
+    metadata: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Deserialize)]
@@ -134,27 +158,42 @@ impl StripeGateway {
         let key = reqwest::header::HeaderValue::from_str(idempotency_key).map_err(|_| {
             GatewayError::Transport("the idempotency key is not a header value".into())
         })?;
+        let body = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form.iter())
+            .finish();
+        let request = self
+            .http
+            .post(format!("{}{path}", self.api_base))
+            .header("Idempotency-Key", key)
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .body(body);
+        self.send(request).await
+    }
+
+    /// GETs `path` (ids in it were checked by the caller) with the key and the version.
+    async fn get<T: for<'de> Deserialize<'de>>(&self, path: &str) -> Result<T, GatewayError> {
+        let request = self.http.get(format!("{}{path}", self.api_base));
+        self.send(request).await
+    }
+
+    /// Adds the key and the version, sends, and parses a 2xx answer's body as `T`.
+    async fn send<T: for<'de> Deserialize<'de>>(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<T, GatewayError> {
         let mut auth = reqwest::header::HeaderValue::from_str(&format!(
             "Bearer {}",
             self.secret_key.expose_secret()
         ))
         .map_err(|_| GatewayError::NotConfigured)?;
         auth.set_sensitive(true);
-        let body = form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(form.iter())
-            .finish();
-        let res = self
-            .http
-            .post(format!("{}{path}", self.api_base))
+        let res = request
             .header(reqwest::header::AUTHORIZATION, auth)
-            .header("Idempotency-Key", key)
             .header("Stripe-Version", STRIPE_VERSION)
-            .header(
-                reqwest::header::CONTENT_TYPE,
-                "application/x-www-form-urlencoded",
-            )
             .header(reqwest::header::ACCEPT, "application/json")
-            .body(body)
             .send()
             .await
             .map_err(request_error)?;
@@ -252,5 +291,34 @@ impl PaymentGateway for StripeGateway {
             return Err(GatewayError::Malformed);
         }
         Ok(refund.id)
+    }
+
+    async fn checkout_session(&self, id: &str) -> Result<SessionRecord, GatewayError> {
+        if !bastion_core::payments::gateway::is_object_id(id) {
+            return Err(GatewayError::Malformed);
+        }
+        let s: SessionRecordBody = self.get(&format!("/v1/checkout/sessions/{id}")).await?;
+        Ok(SessionRecord {
+            id: s.id,
+            payment_status: s.payment_status,
+            payment_intent: s.payment_intent,
+            amount_total: s.amount_total,
+            currency: s.currency,
+            client_reference_id: s.client_reference_id,
+            metadata: s.metadata.unwrap_or_default(),
+        })
+    }
+
+    async fn charge(&self, id: &str) -> Result<ChargeRecord, GatewayError> {
+        if !bastion_core::payments::gateway::is_object_id(id) {
+            return Err(GatewayError::Malformed);
+        }
+        let c: ChargeBody = self.get(&format!("/v1/charges/{id}")).await?;
+        Ok(ChargeRecord {
+            id: c.id,
+            payment_intent: c.payment_intent,
+            refunded: c.refunded,
+            metadata: c.metadata.unwrap_or_default(),
+        })
     }
 }

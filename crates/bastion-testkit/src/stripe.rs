@@ -1,5 +1,5 @@
 //! A fake Stripe: a real HTTP server on `127.0.0.1:0` speaking the subset of Stripe's API that
-//! Bastion uses (Checkout Sessions, refunds), with Stripe's authentication, error shapes and
+//! Bastion uses (Checkout Sessions created and retrieved, refunds, charges retrieved), with Stripe's authentication, error shapes and
 //! idempotency; and webhook events in Stripe's format, signed as Stripe signs them.
 //!
 //! Unlike Stripe, every POST must carry an `Idempotency-Key` (Bastion always sends one).
@@ -65,6 +65,8 @@ pub struct FakeSession {
     pub metadata: BTreeMap<String, String>,
     /// `payment_intent_data[metadata][k]`: what the charge (and so its refund events) carries.
     pub payment_intent_metadata: BTreeMap<String, String>,
+    /// Paid by the customer ([`FakeStripe::completed_event`] pays it).
+    pub paid: bool,
 }
 
 /// A refund the fake made (through the API or [`FakeStripe::refunded_event`]).
@@ -193,8 +195,8 @@ fn session_json(s: &FakeSession, created: i64) -> Value {
         "object": "checkout.session",
         "url": s.url,
         "mode": "payment",
-        "status": "open",
-        "payment_status": "unpaid",
+        "status": if s.paid { "complete" } else { "open" },
+        "payment_status": if s.paid { "paid" } else { "unpaid" },
         "amount_subtotal": s.amount,
         "amount_total": s.amount,
         "currency": s.currency,
@@ -204,7 +206,7 @@ fn session_json(s: &FakeSession, created: i64) -> Value {
         "success_url": s.success_url,
         "cancel_url": s.cancel_url,
         // Set once the customer pays, as on Stripe.
-        "payment_intent": null,
+        "payment_intent": if s.paid { json!(s.payment_intent) } else { Value::Null },
         "created": created,
         "livemode": false,
     })
@@ -258,6 +260,7 @@ fn create_session(inner: &mut Inner, form: &[(String, String)]) -> (StatusCode, 
         client_reference_id: field(form, "client_reference_id").map(str::to_owned),
         metadata: bracketed(form, "metadata"),
         payment_intent_metadata: bracketed(form, "payment_intent_data[metadata]"),
+        paid: false,
     };
     let body = session_json(&session, now());
     inner.sessions.push(session);
@@ -355,6 +358,58 @@ fn charge_id(session: &FakeSession) -> String {
     session.payment_intent.replacen("pi_", "ch_", 1)
 }
 
+/// The charge of a paid session, with its refunds so far.
+fn charge_json(inner: &Inner, session: &FakeSession) -> Value {
+    let refunded = refunded_so_far(inner, &session.payment_intent);
+    json!({
+        "id": charge_id(session),
+        "object": "charge",
+        "amount": session.amount,
+        "amount_captured": session.amount,
+        "amount_refunded": refunded,
+        "refunded": refunded >= session.amount,
+        "captured": true,
+        "paid": true,
+        "status": "succeeded",
+        "currency": session.currency,
+        "payment_intent": session.payment_intent,
+        "metadata": session.payment_intent_metadata,
+    })
+}
+
+fn no_such(kind: &str, id: &str) -> (StatusCode, Value) {
+    let mut e = error(
+        StatusCode::NOT_FOUND,
+        "invalid_request_error",
+        Some("resource_missing"),
+        &format!("No such {kind}: '{id}'"),
+    );
+    e.1["error"]["param"] = json!("id");
+    e
+}
+
+/// `GET /v1/checkout/sessions/{id}` and `GET /v1/charges/{id}`.
+fn retrieve(inner: &Inner, path: &str) -> (StatusCode, Value) {
+    if let Some(id) = path.strip_prefix("/v1/checkout/sessions/") {
+        return match inner.sessions.iter().find(|s| s.id == id) {
+            Some(s) => (StatusCode::OK, session_json(s, now())),
+            None => no_such("checkout.session", id),
+        };
+    }
+    if let Some(id) = path.strip_prefix("/v1/charges/") {
+        return match inner.sessions.iter().find(|s| s.paid && charge_id(s) == id) {
+            Some(s) => (StatusCode::OK, charge_json(inner, s)),
+            None => no_such("charge", id),
+        };
+    }
+    error(
+        StatusCode::NOT_FOUND,
+        "invalid_request_error",
+        None,
+        &format!("Unrecognized request URL (GET: {path})."),
+    )
+}
+
 async fn handle(
     State(shared): State<Shared>,
     method: Method,
@@ -437,6 +492,9 @@ fn answer(
             None,
             "Invalid API Key provided.",
         );
+    }
+    if method == Method::GET {
+        return retrieve(inner, path);
     }
     if method != Method::POST {
         return error(
@@ -572,15 +630,14 @@ impl FakeStripe {
     /// Panics if the fake created no such session.
     pub fn completed_event(&self, session_id: &str) -> Value {
         let mut inner = self.shared.lock();
-        let Some(s) = inner.sessions.iter().find(|s| s.id == session_id).cloned() else {
+        let Some(s) = inner.sessions.iter_mut().find(|s| s.id == session_id) else {
             panic!("the fake Stripe created no session {session_id}");
         };
+        s.paid = true;
+        let s = s.clone();
         let id = Self::next_event_id(&mut inner);
         let created = now();
-        let mut object = session_json(&s, created);
-        object["status"] = json!("complete");
-        object["payment_status"] = json!("paid");
-        object["payment_intent"] = json!(s.payment_intent);
+        let object = session_json(&s, created);
         json!({
             "id": id,
             "object": "event",
@@ -613,7 +670,7 @@ impl FakeStripe {
         {
             panic!("the fake Stripe cannot refund {payment_intent}: {status} {body}");
         }
-        let refunded = refunded_so_far(&inner, payment_intent);
+        let charge = charge_json(&inner, &session);
         let id = Self::next_event_id(&mut inner);
         json!({
             "id": id,
@@ -624,20 +681,7 @@ impl FakeStripe {
             "livemode": false,
             "pending_webhooks": 1,
             "request": { "id": null, "idempotency_key": null },
-            "data": { "object": {
-                "id": charge_id(&session),
-                "object": "charge",
-                "amount": session.amount,
-                "amount_captured": session.amount,
-                "amount_refunded": refunded,
-                "refunded": refunded >= session.amount,
-                "captured": true,
-                "paid": true,
-                "status": "succeeded",
-                "currency": session.currency,
-                "payment_intent": session.payment_intent,
-                "metadata": session.payment_intent_metadata,
-            } },
+            "data": { "object": charge },
         })
     }
 }

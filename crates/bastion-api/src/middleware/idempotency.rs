@@ -3,8 +3,9 @@
 //! A POST with the header from an authenticated principal (access token or API key) claims the
 //! key for that principal. The same key with the same request replays the stored response with
 //! `Idempotency-Replayed: true`; with another request it is 422 `idempotency_key_reused`; while
-//! the first still runs, 409 `idempotency_key_in_use`. Server errors, conflicts and rate limits
-//! are not kept, so the retry runs again. Requests without credentials are not keyed: a stored
+//! the first still runs, 409 `idempotency_key_in_use`. Server errors, conflicts, timeouts and
+//! rate limits are not kept, nor a request abandoned midway (deadline, client gone), so the
+//! retry runs again. Requests without credentials are not keyed: a stored
 //! sign-in response must never be replayable to whoever holds a captured request.
 
 use axum::body::{Body, to_bytes};
@@ -62,12 +63,7 @@ pub async fn idempotent(State(state): State<AppState>, req: Request, next: Next)
     };
     // Bad credentials are the handler's to refuse, with its own answer.
     // Owned before awaiting: a request body is not `Sync`, so no borrow of it may cross.
-    let bearer = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::to_owned);
+    let bearer = crate::extract::bearer_token(req.headers()).map(str::to_owned);
     let Some(owner) = owner(&state, bearer).await else {
         return next.run(req).await;
     };
@@ -112,26 +108,30 @@ pub async fn idempotent(State(state): State<AppState>, req: Request, next: Next)
         }
         Err(e) => return ApiError::Internal(e.to_string()).into_response(),
     };
+    // Dropped before it completes (the deadline fired, or the client went away): the key is
+    // released, so a retry runs instead of meeting 409 until the key expires.
+    let claim = Claim {
+        state: Some(state.clone()),
+        row_id,
+    };
     let res = next
         .run(Request::from_parts(parts, Body::from(bytes)))
         .await;
     let status = res.status();
     if status.is_server_error()
         || status == StatusCode::CONFLICT
+        || status == StatusCode::REQUEST_TIMEOUT
         || status == StatusCode::TOO_MANY_REQUESTS
     {
-        if let Err(e) = state.idempotency.release(&row_id).await {
-            tracing::error!(error = %e, "releasing an idempotency key failed");
-        }
+        claim.release().await;
         return res;
     }
     let (mut parts, body) = res.into_parts();
     let Ok(bytes) = to_bytes(body, usize::MAX).await else {
-        if let Err(e) = state.idempotency.release(&row_id).await {
-            tracing::error!(error = %e, "releasing an idempotency key failed");
-        }
+        claim.release().await;
         return ApiError::Internal("response body unreadable".into()).into_response();
     };
+    let row_id = claim.keep();
     let kept = Kept {
         status: status.as_u16(),
         headers: KEPT_HEADERS
@@ -155,6 +155,46 @@ pub async fn idempotent(State(state): State<AppState>, req: Request, next: Next)
         .headers
         .insert(REPLAYED, HeaderValue::from_static("false"));
     Response::from_parts(parts, Body::from(bytes))
+}
+
+/// A claimed key while its request runs: released when dropped unless kept.
+struct Claim {
+    state: Option<AppState>,
+    row_id: String,
+}
+
+impl Claim {
+    async fn release(mut self) {
+        if let Some(state) = self.state.take()
+            && let Err(e) = state.idempotency.release(&self.row_id).await
+        {
+            tracing::error!(error = %e, "releasing an idempotency key failed");
+        }
+    }
+
+    /// The response is about to be stored: no release on drop any more.
+    fn keep(mut self) -> String {
+        self.state = None;
+        std::mem::take(&mut self.row_id)
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let Some(state) = self.state.take() else {
+            return;
+        };
+        let row_id = std::mem::take(&mut self.row_id);
+        // Drop cannot await: the release runs on its own task (none outside a runtime, where
+        // the key then expires as after a crash).
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if let Err(e) = state.idempotency.release(&row_id).await {
+                    tracing::error!(error = %e, "releasing an abandoned idempotency key failed");
+                }
+            });
+        }
+    }
 }
 
 fn replay(kept: Kept) -> Response {

@@ -1,5 +1,5 @@
-//! The payment provider as Bastion uses it: hosted Checkout Sessions and refunds. Bastion never
-//! sees card data; the customer pays on the provider's page. The one implementation talks to
+//! The payment provider as Bastion uses it: hosted Checkout Sessions, refunds, and reading back
+//! the sessions and charges that events name. Bastion never sees card data; the customer pays on the provider's page. The one implementation talks to
 //! Stripe's API (`bastion-server`); tests run it against a local server speaking the same API.
 
 use std::collections::BTreeMap;
@@ -26,6 +26,37 @@ pub struct CheckoutRequest {
 pub struct CheckoutSession {
     pub id: String,
     pub url: String,
+}
+
+/// The provider's own record of a Checkout Session, read back through its API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    pub id: String,
+    /// `paid`, `unpaid` or `no_payment_required`.
+    pub payment_status: String,
+    pub payment_intent: Option<String>,
+    pub amount_total: Option<i64>,
+    pub currency: Option<String>,
+    pub client_reference_id: Option<String>,
+    /// What Bastion set when it created the session.
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// The provider's own record of a charge, read back through its API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChargeRecord {
+    pub id: String,
+    pub payment_intent: Option<String>,
+    /// Refunded in full.
+    pub refunded: bool,
+    /// The PaymentIntent's metadata, which Bastion set when it created the session.
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// True for an id the provider could have made (`cs_…`, `ch_…`): letters, digits and `_`, so
+/// an id taken from an event can never change the path it is looked up under.
+pub fn is_object_id(id: &str) -> bool {
+    (3..=255).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -60,6 +91,12 @@ pub trait PaymentGateway: Send + Sync {
         amount: Option<i64>,
         idempotency_key: &str,
     ) -> Result<String, GatewayError>;
+
+    /// The Checkout Session `id` as the provider has it (`id` passed [`is_object_id`]).
+    async fn checkout_session(&self, id: &str) -> Result<SessionRecord, GatewayError>;
+
+    /// The charge `id` as the provider has it (`id` passed [`is_object_id`]).
+    async fn charge(&self, id: &str) -> Result<ChargeRecord, GatewayError>;
 }
 
 /// The gateway of a server with no payment provider configured: every call says so.
@@ -77,6 +114,14 @@ impl PaymentGateway for Unconfigured {
     }
 
     async fn refund(&self, _: &str, _: Option<i64>, _: &str) -> Result<String, GatewayError> {
+        Err(GatewayError::NotConfigured)
+    }
+
+    async fn checkout_session(&self, _: &str) -> Result<SessionRecord, GatewayError> {
+        Err(GatewayError::NotConfigured)
+    }
+
+    async fn charge(&self, _: &str) -> Result<ChargeRecord, GatewayError> {
         Err(GatewayError::NotConfigured)
     }
 }

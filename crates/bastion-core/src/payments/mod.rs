@@ -2,6 +2,11 @@
 //! accepts card data — and what verified payment events do: a completed checkout issues the
 //! license bought or credits the wallet, a refund reverses it.
 //!
+//! Trusted only from the provider: an event names a session or a charge, and what it did is
+//! read back through the provider's API with Bastion's own key. A signed event is not enough,
+//! since an endpoint's signing secret is whatever its org's admins set; they could otherwise
+//! sign a "paid" checkout of their own making.
+//!
 //! Exactly once: the inbox runs each event once (P3), and each effect is keyed by the payment
 //! itself — a license's id and a credit's transaction id are derived from it — so even an event
 //! processed again after a crash finds its effect done instead of repeating it.
@@ -19,7 +24,9 @@ use crate::licenses::{LicenseServiceError, Licensing};
 use crate::orgs::{Caller, OrgError, Orgs};
 use crate::wallet::{Owner, PostingInput, WalletError, Wallets};
 use crate::webhooks::EventProcessor;
-pub use gateway::{CheckoutRequest, CheckoutSession, GatewayError, PaymentGateway};
+pub use gateway::{
+    ChargeRecord, CheckoutRequest, CheckoutSession, GatewayError, PaymentGateway, SessionRecord,
+};
 
 /// Largest price of one checkout, in the smallest unit (the provider's own limit is similar).
 pub const MAX_AMOUNT: i64 = 99_999_999;
@@ -207,9 +214,10 @@ impl Payments {
             metadata,
         };
         // The checkout's own id is the provider call's idempotency key: the retry after a
-        // timeout or a dropped connection finds the session the first attempt created.
+        // dropped connection finds the session the first attempt created. A timed-out call is
+        // not retried: it has spent the request's deadline (both 30 s by default).
         let session = match self.gateway.create_checkout_session(&request, &id).await {
-            Err(GatewayError::Timeout | GatewayError::Transport(_)) => {
+            Err(GatewayError::Transport(_)) => {
                 self.gateway.create_checkout_session(&request, &id).await?
             }
             other => other?,
@@ -221,28 +229,35 @@ impl Payments {
         })
     }
 
-    async fn completed(&self, endpoint: &EndpointRow, session: &Value) -> Result<(), String> {
-        if session.get("payment_status").and_then(Value::as_str) != Some("paid") {
+    async fn completed(&self, endpoint: &EndpointRow, event: &Value) -> Result<(), String> {
+        if event.get("payment_status").and_then(Value::as_str) != Some("paid") {
             // Paid later (async methods): `checkout.session.async_payment_succeeded` follows.
             return Ok(());
         }
-        let meta = |k: &str| {
-            session
-                .get("metadata")
-                .and_then(|m| m.get(k))
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        };
-        let session_id = session
+        let session_id = event
             .get("id")
             .and_then(Value::as_str)
-            .ok_or("the session has no id")?;
-        let payment_intent = session
-            .get("payment_intent")
-            .and_then(Value::as_str)
-            .unwrap_or(session_id);
-        match meta("bastion_kind").as_deref() {
-            Some("license") => {
+            .filter(|id| gateway::is_object_id(id))
+            .ok_or("the session has no valid id")?;
+        let session = self
+            .gateway
+            .checkout_session(session_id)
+            .await
+            .map_err(|e| format!("reading the session back from the provider: {e}"))?;
+        if session.id != session_id {
+            return Err("the provider answered with another session".into());
+        }
+        let meta = |k: &str| session.metadata.get(k).cloned();
+        let Some(kind) = meta("bastion_kind") else {
+            // Not a Bastion checkout (the account sells other things too): nothing to do.
+            return Ok(());
+        };
+        if session.payment_status != "paid" {
+            return Err("the event says paid, the provider says the session is not".into());
+        }
+        let payment_intent = session.payment_intent.as_deref().unwrap_or(session_id);
+        match kind.as_str() {
+            "license" => {
                 let org = meta("bastion_org").ok_or("no bastion_org in the metadata")?;
                 // A Stripe account may serve several orgs: an event only acts in its own.
                 if org != endpoint.org_id {
@@ -256,7 +271,7 @@ impl Payments {
                     .map(drop)
                     .map_err(|e| format!("issuing the license: {e}"))
             }
-            Some("wallet") => {
+            "wallet" => {
                 // An org wallet moves only through that org's endpoint.
                 if meta("bastion_org").is_some_and(|o| o != endpoint.org_id) {
                     return Err("the purchase is of another org than this endpoint's".into());
@@ -264,8 +279,7 @@ impl Payments {
                 let wallet_id =
                     meta("bastion_wallet").ok_or("no bastion_wallet in the metadata")?;
                 let amount = session
-                    .get("amount_total")
-                    .and_then(Value::as_i64)
+                    .amount_total
                     .filter(|a| *a > 0)
                     .ok_or("the session has no amount_total")?;
                 let input = PostingInput {
@@ -281,28 +295,34 @@ impl Payments {
                     .map(drop)
                     .map_err(|e| format!("crediting the wallet: {e}"))
             }
-            // Not a Bastion checkout (the account sells other things too): nothing to do.
             _ => Ok(()),
         }
     }
 
-    async fn refunded(&self, endpoint: &EndpointRow, charge: &Value) -> Result<(), String> {
-        let meta = |k: &str| {
-            charge
-                .get("metadata")
-                .and_then(|m| m.get(k))
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        };
+    async fn refunded(&self, endpoint: &EndpointRow, event: &Value) -> Result<(), String> {
+        let charge_id = event
+            .get("id")
+            .and_then(Value::as_str)
+            .filter(|id| gateway::is_object_id(id))
+            .ok_or("the charge has no valid id")?;
+        let charge = self
+            .gateway
+            .charge(charge_id)
+            .await
+            .map_err(|e| format!("reading the charge back from the provider: {e}"))?;
+        if charge.id != charge_id {
+            return Err("the provider answered with another charge".into());
+        }
+        let meta = |k: &str| charge.metadata.get(k).cloned();
         let Some(kind) = meta("bastion_kind") else {
             return Ok(());
         };
-        if charge.get("refunded").and_then(Value::as_bool) != Some(true) {
-            return Err("a partial refund is not reversed automatically: adjust the wallet or license by hand".into());
+        if !charge.refunded {
+            return Err("the provider says the charge is not refunded in full (a partial refund is settled by hand)".into());
         }
         let payment_intent = charge
-            .get("payment_intent")
-            .and_then(Value::as_str)
+            .payment_intent
+            .as_deref()
             .ok_or("the charge has no payment_intent")?;
         match kind.as_str() {
             "wallet" => {

@@ -794,3 +794,208 @@ async fn p5_1000_concurrent_debits_of_1_from_a_wallet_holding_500_leave_exactly_
         assert_eq!(seqs, (1..=501).collect::<Vec<_>>());
     }
 }
+
+/// A `checkout.session.completed` as an org admin could sign it for their own endpoint.
+fn forged_completion(session_id: &str, wallet: &str, amount: i64) -> Value {
+    json!({
+        "id": format!("evt_forged_{session_id}"), "object": "event",
+        "type": "checkout.session.completed",
+        "data": { "object": {
+            "id": session_id, "object": "checkout.session", "payment_status": "paid",
+            "status": "complete", "payment_intent": format!("pi_forged_{session_id}"),
+            "amount_total": amount, "currency": "usd",
+            "metadata": { "bastion_kind": "wallet", "bastion_wallet": wallet },
+        } },
+    })
+}
+
+async fn my_balance(app: &TestApp, user: &str) -> (String, i64) {
+    let w = ok_json(
+        call(app, Method::GET, "/v1/me/wallets", user, None).await,
+        200,
+    )
+    .await;
+    let w = &w["wallets"][0];
+    (
+        w["id"].as_str().unwrap().to_owned(),
+        w["balance"].as_i64().unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p1_p2_a_signed_event_alone_moves_no_money_the_provider_is_asked() {
+    let stripe = FakeStripe::start(STRIPE_KEY).await;
+    for app in both(Some(&stripe)).await {
+        // Mallory owns an org, so she may add a payments endpoint with a secret of her own.
+        let (mallory, her_org) = owner_and_org(&app, "mallory@example.com").await;
+        let her_path = endpoint(&app, &mallory, &her_org, "payments").await;
+        let her_url = app.url(&her_path);
+        // She starts a top-up of her own wallet and never pays it.
+        let chk = ok_json(
+            call(
+                &app,
+                Method::POST,
+                "/v1/checkout",
+                &mallory,
+                Some(json!({
+                    "kind": "wallet_credit", "amount": 100, "currency": "usd",
+                    "product_name": "Credits",
+                })),
+            )
+            .await,
+            201,
+        )
+        .await;
+        let unpaid = chk["session_id"].as_str().unwrap().to_owned();
+        let (wallet, balance) = my_balance(&app, &mallory).await;
+        assert_eq!(balance, 0);
+
+        // Signed "paid" completions — of her unpaid session, of a session Stripe never made,
+        // and with an id that is not Stripe's — each fail and credit nothing.
+        for session in [
+            unpaid.as_str(),
+            "cs_test_never_made",
+            "cs_x/../../v1/refunds",
+        ] {
+            let (s, b) = deliver(
+                &her_url,
+                WHSEC,
+                now_s(),
+                &forged_completion(session, &wallet, 1_000_000_000),
+            )
+            .await;
+            assert_eq!(s, 200, "{b}");
+            assert_eq!(
+                serde_json::from_str::<Value>(&b).unwrap()["status"],
+                "failed",
+                "{session}: {b}"
+            );
+        }
+        assert_eq!(my_balance(&app, &mallory).await.1, 0);
+        let reasons: Vec<String> = events(&app, &mallory, &her_org)
+            .await
+            .iter()
+            .map(|e| e["last_error"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        assert!(
+            reasons
+                .iter()
+                .any(|r| r.contains("provider says the session is not")),
+            "{reasons:?}"
+        );
+
+        // Once she really pays, the genuine event credits what Stripe says she paid, once.
+        let paid = stripe.completed_event(&unpaid);
+        let mut tampered = paid.clone();
+        tampered["id"] = json!("evt_tampered");
+        tampered["data"]["object"]["amount_total"] = json!(1_000_000_000);
+        for e in [&paid, &tampered] {
+            let (s, b) = deliver(&her_url, WHSEC, now_s(), e).await;
+            assert_eq!(s, 200, "{b}");
+        }
+        assert_eq!(my_balance(&app, &mallory).await.1, 100);
+
+        // A forged full refund of a charge that was not refunded reverses nothing.
+        let pi = stripe.session(&unpaid).unwrap().payment_intent;
+        let charge = pi.replacen("pi_", "ch_", 1);
+        let forged_refund = json!({
+            "id": "evt_forged_refund", "object": "event", "type": "charge.refunded",
+            "data": { "object": {
+                "id": charge, "object": "charge", "refunded": true, "payment_intent": pi,
+                "metadata": { "bastion_kind": "wallet", "bastion_wallet": wallet },
+            } },
+        });
+        let (s, b) = deliver(&her_url, WHSEC, now_s(), &forged_refund).await;
+        assert_eq!(s, 200, "{b}");
+        assert_eq!(
+            serde_json::from_str::<Value>(&b).unwrap()["status"],
+            "failed"
+        );
+        assert_eq!(my_balance(&app, &mallory).await.1, 100);
+
+        // She cannot take the refund's reference first to make the real reversal a no-op.
+        assert_problem(
+            call(
+                &app,
+                Method::POST,
+                &format!("/v1/me/wallets/{wallet}/debits"),
+                &mallory,
+                Some(json!({ "amount": 1, "reference": format!("stripe-refund:{pi}") })),
+            )
+            .await,
+            422,
+            "invalid_field",
+        )
+        .await;
+        // So the real refund takes the credit back.
+        let (s, b) = deliver(&her_url, WHSEC, now_s(), &stripe.refunded_event(&pi)).await;
+        assert_eq!(s, 200, "{b}");
+        assert_eq!(my_balance(&app, &mallory).await.1, 0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p4_a_request_cut_off_by_the_deadline_frees_its_key_for_the_retry() {
+    let stripe = FakeStripe::start(STRIPE_KEY).await;
+    let key_dir = tempfile::tempdir().unwrap();
+    let key_file = key_dir.path().join("stripe.key");
+    std::fs::write(&key_file, STRIPE_KEY).unwrap();
+    let base = stripe.base_url();
+    let app = spawn_app(Spawn::default(), move |c| {
+        c.rate_limit.per_ip_per_second = 0;
+        c.http.request_timeout_ms = 300;
+        c.payments.stripe_api_base = base;
+        c.payments.stripe_secret_key_file = key_file.display().to_string();
+    })
+    .await
+    .unwrap();
+    let (owner, org) = owner_and_org(&app, "ops@example.com").await;
+    let checkout = || {
+        client()
+            .post(app.url("/v1/checkout"))
+            .header("authorization", &owner)
+            .header("idempotency-key", "topup-1")
+            .json(&json!({
+                "kind": "wallet_credit", "org_id": org, "amount": 500, "currency": "usd",
+                "product_name": "Credits",
+            }))
+            .send()
+    };
+    // Stripe answers after the server's deadline: the request is cut off with 408.
+    stripe.set_delay(std::time::Duration::from_secs(2));
+    let cut = checkout().await.unwrap();
+    assert_eq!(cut.status().as_u16(), 408);
+    // The retry runs (not 409 "in use" until the key expires) and its answer is then kept.
+    stripe.set_delay(std::time::Duration::ZERO);
+    let mut retried = checkout().await.unwrap();
+    for _ in 0..250 {
+        if retried.status().as_u16() != 409 {
+            break;
+        }
+        // The abandoned claim is released on its own task, just after the cut-off.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        retried = checkout().await.unwrap();
+    }
+    assert_eq!(retried.status().as_u16(), 201);
+    assert_eq!(retried.headers()["idempotency-replayed"], "false");
+    let first: Value = retried.json().await.unwrap();
+    // The scheme is case-insensitive for the key as for authentication: still a replay.
+    let again = client()
+        .post(app.url("/v1/checkout"))
+        .header("authorization", owner.replacen("Bearer ", "bearer ", 1))
+        .header("idempotency-key", "topup-1")
+        .json(&json!({
+            "kind": "wallet_credit", "org_id": org, "amount": 500, "currency": "usd",
+            "product_name": "Credits",
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.headers()["idempotency-replayed"], "true");
+    assert_eq!(again.json::<Value>().await.unwrap(), first);
+    assert_eq!(
+        stripe.sessions().len(),
+        2,
+        "the cut-off attempt and the retry"
+    );
+}

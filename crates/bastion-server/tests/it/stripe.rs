@@ -314,3 +314,67 @@ async fn p1_fake_stripe_requires_an_idempotency_key_and_signs_events_as_stripe()
     let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
     assert_eq!(sig, format!("t=1700000000,v1={hex}"));
 }
+
+#[tokio::test]
+async fn p1_sessions_and_charges_are_read_back_with_the_key_and_odd_ids_never_leave() {
+    let stripe = FakeStripe::start(KEY).await;
+    let gw = gateway(&stripe, KEY, Duration::from_secs(30));
+    let s = gw
+        .create_checkout_session(&request(), "chk_123")
+        .await
+        .unwrap();
+    let unpaid = gw.checkout_session(&s.id).await.unwrap();
+    assert_eq!(
+        (
+            unpaid.payment_status.as_str(),
+            unpaid.payment_intent.as_deref()
+        ),
+        ("unpaid", None)
+    );
+    stripe.completed_event(&s.id);
+    let paid = gw.checkout_session(&s.id).await.unwrap();
+    assert_eq!(paid.payment_status, "paid");
+    assert_eq!(paid.payment_intent.as_deref(), Some("pi_test_1"));
+    assert_eq!(paid.amount_total, Some(1250));
+    assert_eq!(paid.client_reference_id.as_deref(), Some("chk_123"));
+    assert_eq!(paid.metadata["bastion_kind"], "wallet");
+
+    let charge = gw.charge("ch_test_1").await.unwrap();
+    assert!(!charge.refunded);
+    assert_eq!(charge.payment_intent.as_deref(), Some("pi_test_1"));
+    assert_eq!(charge.metadata["bastion_checkout"], "chk_123");
+    stripe.refunded_event("pi_test_1");
+    assert!(gw.charge("ch_test_1").await.unwrap().refunded);
+
+    let reads: Vec<_> = stripe
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "GET")
+        .collect();
+    assert_eq!(reads.len(), 4);
+    assert_eq!(reads[0].path, "/v1/checkout/sessions/cs_test_1");
+    assert_eq!(reads[2].path, "/v1/charges/ch_test_1");
+    for r in &reads {
+        assert_eq!(
+            r.header("authorization"),
+            Some(format!("Bearer {KEY}").as_str())
+        );
+        assert_eq!(r.header("stripe-version"), Some(STRIPE_VERSION));
+    }
+
+    // Unknown objects are the provider's 404; ids that could change the path are never sent.
+    assert!(matches!(
+        gw.checkout_session("cs_test_404").await,
+        Err(GatewayError::Rejected { status: 404, .. })
+    ));
+    let before = stripe.requests().len();
+    for odd in ["cs_x/../refunds", "ch_1?expand=x", "", "cs test"] {
+        assert_eq!(
+            gw.checkout_session(odd).await,
+            Err(GatewayError::Malformed),
+            "{odd}"
+        );
+        assert_eq!(gw.charge(odd).await, Err(GatewayError::Malformed), "{odd}");
+    }
+    assert_eq!(stripe.requests().len(), before);
+}
