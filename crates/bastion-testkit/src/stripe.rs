@@ -1,6 +1,7 @@
 //! A fake Stripe: a real HTTP server on `127.0.0.1:0` speaking the subset of Stripe's API that
-//! Bastion uses (Checkout Sessions created and retrieved, refunds, charges retrieved), with Stripe's authentication, error shapes and
-//! idempotency; and webhook events in Stripe's format, signed as Stripe signs them.
+//! Bastion uses (Checkout Sessions created and retrieved, refunds, charges retrieved), with
+//! Stripe's authentication, error shapes and idempotency; and webhook events in Stripe's format,
+//! signed as Stripe signs them.
 //!
 //! Unlike Stripe, every POST must carry an `Idempotency-Key` (Bastion always sends one).
 

@@ -1,6 +1,7 @@
 //! The payment provider as Bastion uses it: hosted Checkout Sessions, refunds, and reading back
-//! the sessions and charges that events name. Bastion never sees card data; the customer pays on the provider's page. The one implementation talks to
-//! Stripe's API (`bastion-server`); tests run it against a local server speaking the same API.
+//! the sessions and charges that events name. Bastion never sees card data; the customer pays
+//! on the provider's page. The one implementation talks to Stripe's API (`bastion-server`);
+//! tests run it against a local server speaking the same API.
 
 use std::collections::BTreeMap;
 
