@@ -455,13 +455,9 @@ impl Wallets {
         let posting = self
             .post_as(&acting, wallet_id, input, Some(txn_id.clone()))
             .await?;
-        // A duplicate counts as done only if it is this very posting, not another under the
-        // same reference.
-        if posting.duplicate
-            && (posting.entry.txn_id != txn_id
-                || posting.entry.kind != input.kind
-                || (input.kind == MovementKind::Credit && posting.entry.amount != input.amount))
-        {
+        // A duplicate counts as done only if it is this very posting (its id is derived from
+        // the wallet and reference), not another under the same reference.
+        if posting.duplicate && posting.entry.txn_id != txn_id {
             return Err(WalletError::Invalid(
                 "another posting already holds this payment's reference".into(),
             ));
