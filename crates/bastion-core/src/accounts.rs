@@ -6,11 +6,14 @@
 
 use std::sync::Arc;
 
-use bastion_store::{AttemptDecision, Scope, Store, StoreError, ThrottleRule, UserRow};
+use bastion_store::{
+    AttemptDecision, AttemptOutcome, Scope, Settled, Store, StoreError, ThrottleRule, UserRow,
+};
 use secrecy::SecretString;
 
 use crate::Clock;
 use crate::audit::{AuditEvent, AuditLog, Category, Outcome};
+use crate::limits::{Held, Limit, Limiter, Refusal};
 use crate::links::{LinkError, LinkPurpose, MagicLinks};
 use crate::mail::{MailError, Mailer, Template};
 use crate::passwords::{HashingError, PasswordHashing, PasswordRejected, PasswordRules};
@@ -18,12 +21,18 @@ use crate::sessions::{Device, IssuedTokens, SessionError, Sessions};
 
 const SCOPE: Scope = Scope::System("accounts");
 
-/// Failed-login limits, counted in the database so they hold across nodes, and the rest of
-/// the account rules.
+/// Sign-in limits (SPEC A8, T5), counted in the database so they hold across nodes, and the
+/// rest of the account rules. Sign-in limits count **failures** only: a correct password never
+/// counts against an account or an address.
 #[derive(Debug, Clone, Copy)]
 pub struct AccountPolicy {
+    /// Failed sign-ins per account in the window; the one that reaches the limit locks the
+    /// account for `lockout_ms`.
     pub per_account: ThrottleRule,
+    /// Failed sign-ins per client address in the window (any accounts).
     pub per_ip: ThrottleRule,
+    /// Credential stuffing: distinct accounts that failed from one address in the window.
+    pub per_ip_accounts: ThrottleRule,
     /// Link and notice emails per address, so nobody can flood an inbox through Bastion.
     pub mail_per_address: ThrottleRule,
     /// Sign-in is refused until the address is verified.
@@ -33,17 +42,15 @@ pub struct AccountPolicy {
 impl Default for AccountPolicy {
     fn default() -> Self {
         let fifteen_minutes = 15 * 60_000;
+        let failures = |max_attempts| ThrottleRule {
+            max_attempts,
+            window_ms: fifteen_minutes,
+            lockout_ms: fifteen_minutes,
+        };
         Self {
-            per_account: ThrottleRule {
-                max_attempts: 10,
-                window_ms: fifteen_minutes,
-                lockout_ms: fifteen_minutes,
-            },
-            per_ip: ThrottleRule {
-                max_attempts: 100,
-                window_ms: fifteen_minutes,
-                lockout_ms: fifteen_minutes,
-            },
+            per_account: failures(10),
+            per_ip: failures(100),
+            per_ip_accounts: failures(20),
             mail_per_address: ThrottleRule {
                 max_attempts: 5,
                 window_ms: 60 * 60_000,
@@ -162,6 +169,7 @@ pub struct Accounts {
     links: Arc<MagicLinks>,
     mailer: Arc<Mailer>,
     lockout: AccountPolicy,
+    limiter: Limiter,
 }
 
 pub(crate) fn attempt_key(kind: &str, value: &str) -> String {
@@ -178,6 +186,7 @@ fn hex_prefix(h: &[u8; 32]) -> String {
 
 impl Accounts {
     pub fn new(deps: AccountDeps, policy: AccountPolicy) -> Self {
+        let limiter = Limiter::new(deps.store.clone(), deps.clock.clone(), SCOPE);
         Self {
             profiles: std::sync::Mutex::new(std::collections::HashMap::new()),
             store: deps.store,
@@ -187,6 +196,7 @@ impl Accounts {
             audit: deps.audit,
             clock: deps.clock,
             links: deps.links,
+            limiter,
             mailer: deps.mailer,
             lockout: policy,
         }
@@ -417,15 +427,90 @@ impl Accounts {
         Ok((user.into(), link))
     }
 
-    fn locked(until_ms: i64, now_ms: i64) -> AccountError {
-        let secs = (until_ms - now_ms).max(1);
-        AccountError::Locked {
-            retry_after_secs: u64::try_from((secs + 999) / 1000).unwrap_or(1),
+    fn refused(&self, refusal: Refusal) -> AccountError {
+        match refusal {
+            Refusal::Store(e) => e.into(),
+            r => AccountError::Locked {
+                retry_after_secs: r.retry_after_secs(self.clock.now_ms()),
+            },
         }
     }
 
-    /// Signs in and opens a session for `device`. Attempts are counted per IP and per email
-    /// before the password is checked, so parallel guesses cannot exceed the limit.
+    /// The sign-in limits `ip` and `email` are held against, in reservation order.
+    fn sign_in_limits(&self, ip: &str, email: &str) -> Vec<Limit> {
+        vec![
+            Limit {
+                key: attempt_key("login-ip", ip),
+                rule: self.lockout.per_ip,
+            },
+            Limit {
+                key: attempt_key("login-account", email),
+                rule: self.lockout.per_account,
+            },
+        ]
+    }
+
+    /// Audits each lock the settle started: once per lock, however many requests it refuses.
+    async fn audit_locks(&self, limits: &[&str], settled: &[Option<Settled>], ip: Option<&str>) {
+        for (limit, s) in limits.iter().zip(settled) {
+            if let Some(until_ms) = s.and_then(|s| s.lock_started_until_ms) {
+                self.audit(
+                    AuditEvent::new(Category::Authentication, "login.locked", Outcome::Denied)
+                        .details(serde_json::json!({
+                            "limit": limit, "ip": ip, "until_ms": until_ms,
+                        })),
+                )
+                .await;
+            }
+        }
+    }
+
+    /// Counts a failure of `email` from `ip` towards the credential-stuffing rule: the first
+    /// failure of each account in the window counts against the address.
+    async fn count_distinct_account_failure(&self, ip: &str, email: &str) {
+        let rule = self.lockout.per_ip_accounts;
+        let pair = Limit {
+            key: attempt_key("login-ip-account", &format!("{ip}\n{email}")),
+            // Counts only: the address-wide counter below does the locking.
+            rule: ThrottleRule {
+                max_attempts: u32::MAX,
+                ..rule
+            },
+        };
+        let counted = async {
+            let first = self
+                .limiter
+                .record(&pair, AttemptOutcome::Failed)
+                .await?
+                .failures
+                == 1;
+            let accounts = Limit {
+                key: attempt_key("login-ip-accounts", ip),
+                rule,
+            };
+            // The same two counter steps whether or not this account is new to the address, so
+            // the timing tells nothing about which accounts were tried before.
+            let outcome = if first {
+                AttemptOutcome::Failed
+            } else {
+                AttemptOutcome::Passed
+            };
+            self.limiter.record(&accounts, outcome).await.map(Some)
+        }
+        .await;
+        match counted {
+            Ok(settled) => {
+                self.audit_locks(&["ip_accounts"], &[settled], Some(ip))
+                    .await;
+            }
+            Err(e) => tracing::error!(error = %e, "distinct-account failure not counted"),
+        }
+    }
+
+    /// Signs in and opens a session for `device` (SPEC A8). Each attempt holds a place under the
+    /// address's and the account's failure limits while the password is checked, so parallel
+    /// guesses cannot exceed them; only a wrong password counts. An address that failed against
+    /// too many distinct accounts is refused first.
     #[tracing::instrument(skip_all)]
     pub async fn sign_in(
         &self,
@@ -434,23 +519,19 @@ impl Accounts {
         device: &Device,
     ) -> Result<IssuedTokens, AccountError> {
         let email = normalize_email(email).map_err(|_| AccountError::InvalidCredentials)?;
-        let now = self.clock.now_ms();
-        let account_key = attempt_key("login-account", &email);
-        for (key, rule) in [
-            (attempt_key("login-ip", &device.ip), &self.lockout.per_ip),
-            (account_key.clone(), &self.lockout.per_account),
-        ] {
-            if let AttemptDecision::Locked { until_ms } =
-                self.store.register_attempt(&SCOPE, &key, now, rule).await?
-            {
-                self.audit(
-                    AuditEvent::new(Category::Authentication, "login.locked", Outcome::Denied)
-                        .details(serde_json::json!({ "ip": device.ip })),
-                )
-                .await;
-                return Err(Self::locked(until_ms, now));
-            }
+        let ip = device.ip.as_str();
+        if let Some(until_ms) = self
+            .limiter
+            .locked_until(&attempt_key("login-ip-accounts", ip))
+            .await?
+        {
+            return Err(self.refused(Refusal::Locked { until_ms }));
         }
+        let held = self
+            .limiter
+            .reserve(self.sign_in_limits(ip, &email))
+            .await
+            .map_err(|r| self.refused(r))?;
         let user = self.store.user_by_email(&SCOPE, &email).await?;
         let stored = user.as_ref().and_then(|u| u.password_hash.clone());
         let verdict = self
@@ -458,18 +539,39 @@ impl Accounts {
             .verify(SecretString::from(password_clone(&password)), stored)
             .await?;
         let Some(user) = user.filter(|_| verdict.matches) else {
-            self.audit(
-                AuditEvent::new(Category::Authentication, "login.failure", Outcome::Failure)
-                    .details(serde_json::json!({ "ip": device.ip })),
-            )
-            .await;
+            self.failed_sign_in(held, ip, &email).await;
             return Err(AccountError::InvalidCredentials);
         };
-        self.store.clear_attempts(&SCOPE, &account_key).await?;
+        held.settle(AttemptOutcome::Passed).await;
+        self.signed_in(user, password, verdict.needs_rehash, device)
+            .await
+    }
+
+    async fn failed_sign_in(&self, held: Held, ip: &str, email: &str) {
+        let settled = held.settle(AttemptOutcome::Failed).await;
+        self.audit(
+            AuditEvent::new(Category::Authentication, "login.failure", Outcome::Failure)
+                .details(serde_json::json!({ "ip": ip })),
+        )
+        .await;
+        self.audit_locks(&["ip", "account"], &settled, Some(ip))
+            .await;
+        self.count_distinct_account_failure(ip, email).await;
+    }
+
+    /// The password matched: the rest of sign-in (verified email, rehash, session).
+    async fn signed_in(
+        &self,
+        user: UserRow,
+        password: SecretString,
+        needs_rehash: bool,
+        device: &Device,
+    ) -> Result<IssuedTokens, AccountError> {
+        let now = self.clock.now_ms();
         if self.lockout.require_verified_email && user.email_verified_ms.is_none() {
             return Err(AccountError::EmailNotVerified);
         }
-        if verdict.needs_rehash {
+        if needs_rehash {
             let upgraded = self.hashing.hash(password).await?;
             self.store
                 .set_password_hash(&SCOPE, &user.id, &upgraded, now)
@@ -514,20 +616,21 @@ impl Accounts {
             .await?
             .ok_or(AccountError::InvalidCredentials)?;
         let now = self.clock.now_ms();
-        let key = attempt_key("login-account", &user.email);
-        if let AttemptDecision::Locked { until_ms } = self
-            .store
-            .register_attempt(&SCOPE, &key, now, &self.lockout.per_account)
-            .await?
-        {
-            return Err(Self::locked(until_ms, now));
-        }
+        let held = self
+            .limiter
+            .reserve(vec![Limit {
+                key: attempt_key("login-account", &user.email),
+                rule: self.lockout.per_account,
+            }])
+            .await
+            .map_err(|r| self.refused(r))?;
         if !self
             .hashing
             .verify(current, user.password_hash.clone())
             .await?
             .matches
         {
+            let settled = held.settle(AttemptOutcome::Failed).await;
             self.audit(
                 AuditEvent::new(
                     Category::Authentication,
@@ -537,9 +640,10 @@ impl Accounts {
                 .actor(user_id.to_owned()),
             )
             .await;
+            self.audit_locks(&["account"], &settled, None).await;
             return Err(AccountError::InvalidCredentials);
         }
-        self.store.clear_attempts(&SCOPE, &key).await?;
+        held.settle(AttemptOutcome::Passed).await;
         self.rules
             .check(&new, Some(&user.email))
             .map_err(AccountError::WeakPassword)?;

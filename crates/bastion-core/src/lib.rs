@@ -9,6 +9,7 @@ pub mod idempotency;
 pub mod ids;
 pub mod keys;
 pub mod licenses;
+pub mod limits;
 pub mod links;
 pub mod mail;
 pub mod orgs;

@@ -52,8 +52,9 @@ enum Cmd {
     Drive(DriveArgs),
     /// Authenticated `GET /v1/me` against `/healthz` on the same Bastion.
     AuthMe(accounts::AuthMeArgs),
-    /// 64 clients signing in to one account while one connection probes `/healthz`; compared
-    /// with the bound "cores ÷ single-hash time" measured in this process.
+    /// 16 clients signing in with the right password, round robin over 64 accounts, under
+    /// production sign-in limits, while one connection probes `/healthz`; compared with
+    /// `cores` threads hashing at once in this process. Fails if any sign-in is refused.
     LoginStorm(accounts::LoginStormArgs),
     /// License activation (renewal) and validation, one license per connection, against
     /// `/healthz` on the same Bastion and the raw RS256 sign rate measured in this process.

@@ -188,7 +188,8 @@ pub struct AuthConfig {
     pub login_max_failures: u32,
     pub login_window_secs: u64,
     pub login_lockout_secs: u64,
-    pub login_ip_max_attempts: u32,
+    pub login_ip_max_failures: u32,
+    pub login_ip_max_accounts: u32,
     pub require_verified_email: bool,
     pub link_ttl_secs: u64,
     pub mail_per_address_per_hour: u32,
@@ -397,10 +398,11 @@ impl Config {
         self.auth.password_policy()?;
         self.permission_map()?;
         if self.auth.login_max_failures == 0
-            || self.auth.login_ip_max_attempts == 0
+            || self.auth.login_ip_max_failures == 0
+            || self.auth.login_ip_max_accounts == 0
             || self.auth.session_idle_days == 0
         {
-            return bad("auth.login_max_failures, auth.login_ip_max_attempts and auth.session_idle_days must be positive".into());
+            return bad("auth.login_max_failures, auth.login_ip_max_failures, auth.login_ip_max_accounts and auth.session_idle_days must be positive".into());
         }
         if !(60..=86_400).contains(&self.tokens.access_ttl_secs) {
             return bad(format!(

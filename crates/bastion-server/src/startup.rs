@@ -414,17 +414,15 @@ pub fn auth_services(b: &Bastion, cfg: &Config) -> Result<AuthServices, StartupE
         b.clock.clone(),
         session_policy,
     ));
+    let sign_in_failures = |max_attempts| ThrottleRule {
+        max_attempts,
+        window_ms: ms(a.login_window_secs),
+        lockout_ms: ms(a.login_lockout_secs),
+    };
     let policy = AccountPolicy {
-        per_account: ThrottleRule {
-            max_attempts: a.login_max_failures,
-            window_ms: ms(a.login_window_secs),
-            lockout_ms: ms(a.login_lockout_secs),
-        },
-        per_ip: ThrottleRule {
-            max_attempts: a.login_ip_max_attempts,
-            window_ms: ms(a.login_window_secs),
-            lockout_ms: ms(a.login_lockout_secs),
-        },
+        per_account: sign_in_failures(a.login_max_failures),
+        per_ip: sign_in_failures(a.login_ip_max_failures),
+        per_ip_accounts: sign_in_failures(a.login_ip_max_accounts),
         mail_per_address: ThrottleRule {
             max_attempts: a.mail_per_address_per_hour,
             window_ms: 3_600_000,

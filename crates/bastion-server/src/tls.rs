@@ -49,14 +49,22 @@ pub fn write_self_signed(dir: &Path, names: Vec<String>) -> Result<(), StartupEr
     let ck = rcgen::generate_simple_self_signed(names).map_err(|e| err(e.to_string()))?;
     std::fs::create_dir_all(dir).map_err(|e| err(format!("{}: {e}", dir.display())))?;
     std::fs::write(dir.join("cert.pem"), ck.cert.pem()).map_err(|e| err(e.to_string()))?;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(dir.join("key.pem"))
-        .map_err(|e| err(e.to_string()))?;
-    f.write_all(ck.key_pair.serialize_pem().as_bytes())
-        .map_err(|e| err(e.to_string()))?;
+    // A new 0600 file renamed over the old one: opening an existing key.pem would keep its
+    // mode, however readable that is.
+    let tmp = dir.join(format!(".key.pem.{}.tmp", std::process::id()));
+    let written = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(ck.key_pair.serialize_pem().as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, dir.join("key.pem"))
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(err(format!("{}: {e}", dir.join("key.pem").display())));
+    }
     Ok(())
 }

@@ -7,9 +7,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use bastion_store::{
-    AttemptDecision, AuditRecord, AuditStore, ChainHead, CheckpointRecord, Isolation, KeyRingStore,
-    LockoutStore, NewAuditEvent, Scope, Sealer, Store, StoreError, StoreResult, StoredKey,
-    ThrottleRule,
+    AttemptDecision, AttemptOutcome, AuditRecord, AuditStore, ChainHead, CheckpointRecord,
+    CounterState, Isolation, KeyRingStore, LockoutStore, NewAuditEvent, Reservation, Scope, Sealer,
+    Settled, Store, StoreError, StoreResult, StoredKey, ThrottleRule,
 };
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{PgPool, Postgres, Row, Transaction};
@@ -498,6 +498,59 @@ impl KeyRingStore for PgStore {
     }
 }
 
+impl PgStore {
+    /// Applies a counter rule ([`CounterState`]) to `key`'s row while holding its row lock, so
+    /// nodes sharing the database count one by one. The no-op upsert both creates a missing row
+    /// and locks an existing one, in one statement.
+    #[tracing::instrument(skip_all)]
+    async fn update_counter<R>(
+        &self,
+        scope: &Scope,
+        key: &str,
+        now_ms: i64,
+        rule: impl FnOnce(CounterState) -> (CounterState, R),
+    ) -> StoreResult<R> {
+        let mut tx = self.begin(scope).await?;
+        let row = sqlx::query(
+            "INSERT INTO attempt_counters (key, window_start_ms, attempts, locked_until_ms) \
+             VALUES ($1, $2, 0, 0) \
+             ON CONFLICT (key) DO UPDATE SET key = EXCLUDED.key \
+             RETURNING window_start_ms, attempts, locked_until_ms, in_flight, in_flight_until_ms",
+        )
+        .bind(key)
+        .bind(now_ms)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        let before = CounterState {
+            window_start_ms: row.try_get(0).map_err(db_err)?,
+            count: row.try_get(1).map_err(db_err)?,
+            locked_until_ms: row.try_get(2).map_err(db_err)?,
+            in_flight: row.try_get(3).map_err(db_err)?,
+            in_flight_until_ms: row.try_get(4).map_err(db_err)?,
+        };
+        let (after, answer) = rule(before);
+        if after != before {
+            sqlx::query(
+                "UPDATE attempt_counters SET window_start_ms = $2, attempts = $3, \
+                   locked_until_ms = $4, in_flight = $5, in_flight_until_ms = $6 \
+                 WHERE key = $1",
+            )
+            .bind(key)
+            .bind(after.window_start_ms)
+            .bind(after.count)
+            .bind(after.locked_until_ms)
+            .bind(after.in_flight)
+            .bind(after.in_flight_until_ms)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(answer)
+    }
+}
+
 #[async_trait::async_trait]
 impl LockoutStore for PgStore {
     /// One UPSERT: every SET expression sees the row as it was, and the row (PostgreSQL) or the
@@ -545,6 +598,32 @@ impl LockoutStore for PgStore {
                 attempt: u32::try_from(attempts).unwrap_or(u32::MAX),
             }
         })
+    }
+
+    async fn reserve_attempt(
+        &self,
+        scope: &Scope,
+        key: &str,
+        now_ms: i64,
+        rule: &ThrottleRule,
+    ) -> StoreResult<Reservation> {
+        self.update_counter(scope, key, now_ms, |s| s.reserve(now_ms, rule))
+            .await
+    }
+
+    async fn settle_attempt(
+        &self,
+        scope: &Scope,
+        key: &str,
+        now_ms: i64,
+        rule: &ThrottleRule,
+        outcome: AttemptOutcome,
+        reserved: bool,
+    ) -> StoreResult<Settled> {
+        self.update_counter(scope, key, now_ms, |s| {
+            s.settle(now_ms, rule, outcome, reserved)
+        })
+        .await
     }
 
     async fn locked_until(

@@ -273,14 +273,23 @@ impl OrgStore for PgStore {
         })
     }
 
-    async fn create_invitation(&self, scope: &Scope, inv: &InvitationRow) -> StoreResult<()> {
+    async fn replace_invitation(
+        &self,
+        scope: &Scope,
+        inv: &InvitationRow,
+        replaceable_up_to: i32,
+    ) -> StoreResult<Vec<String>> {
         let mut tx = self.begin(scope).await?;
-        sqlx::query(
-            "DELETE FROM invitations WHERE org_id = $1 AND email = $2 AND accepted_ms IS NULL",
+        // Row-level security withdraws only what the scope may; the level bound says the same
+        // for the system path and keeps both backends alike.
+        let withdrawn: Vec<String> = sqlx::query_scalar(
+            "DELETE FROM invitations WHERE org_id = $1 AND email = $2 AND accepted_ms IS NULL \
+             AND level <= $3 RETURNING id",
         )
         .bind(&inv.org_id)
         .bind(&inv.email)
-        .execute(&mut *tx)
+        .bind(replaceable_up_to)
+        .fetch_all(&mut *tx)
         .await
         .map_err(db_err)?;
         let sql = format!(
@@ -299,7 +308,8 @@ impl OrgStore for PgStore {
             .execute(&mut *tx)
             .await
             .map_err(db_err)?;
-        tx.commit().await.map_err(db_err)
+        tx.commit().await.map_err(db_err)?;
+        Ok(withdrawn)
     }
 
     async fn invitations(&self, scope: &Scope, org_id: &str) -> StoreResult<Vec<InvitationRow>> {

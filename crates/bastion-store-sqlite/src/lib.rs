@@ -6,9 +6,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use bastion_store::{
-    AttemptDecision, AuditRecord, AuditStore, ChainHead, CheckpointRecord, Isolation, KeyRingStore,
-    LockoutStore, NewAuditEvent, Scope, Sealer, Store, StoreError, StoreResult, StoredKey,
-    ThrottleRule,
+    AttemptDecision, AttemptOutcome, AuditRecord, AuditStore, ChainHead, CheckpointRecord,
+    CounterState, Isolation, KeyRingStore, LockoutStore, NewAuditEvent, Reservation, Scope, Sealer,
+    Settled, Store, StoreError, StoreResult, StoredKey, ThrottleRule,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
@@ -409,6 +409,83 @@ impl KeyRingStore for SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// Applies a counter rule ([`CounterState`]) to `key`'s row under the database write lock,
+    /// so nodes and processes sharing the file count one by one.
+    #[tracing::instrument(skip_all)]
+    async fn update_counter<R>(
+        &self,
+        key: &str,
+        now_ms: i64,
+        rule: impl FnOnce(CounterState) -> (CounterState, R),
+    ) -> StoreResult<R> {
+        let mut conn = self.pool.acquire().await.map_err(db_err)?;
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut *conn)
+            .await
+            .map_err(db_err)?;
+        let outcome = update_counter_in_tx(&mut conn, key, now_ms, rule).await;
+        let end = if outcome.is_ok() {
+            "COMMIT"
+        } else {
+            "ROLLBACK"
+        };
+        if let Err(e) = sqlx::query(end).execute(&mut *conn).await {
+            // Never hand an open transaction back to the pool.
+            conn.detach();
+            return Err(db_err(e));
+        }
+        outcome
+    }
+}
+
+async fn update_counter_in_tx<R>(
+    conn: &mut sqlx::SqliteConnection,
+    key: &str,
+    now_ms: i64,
+    rule: impl FnOnce(CounterState) -> (CounterState, R),
+) -> StoreResult<R> {
+    let row = sqlx::query(
+        "SELECT window_start_ms, attempts, locked_until_ms, in_flight, in_flight_until_ms \
+         FROM attempt_counters WHERE key = ?1",
+    )
+    .bind(key)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(db_err)?;
+    let before = match row {
+        Some(r) => CounterState {
+            window_start_ms: r.try_get(0).map_err(db_err)?,
+            count: r.try_get(1).map_err(db_err)?,
+            locked_until_ms: r.try_get(2).map_err(db_err)?,
+            in_flight: r.try_get(3).map_err(db_err)?,
+            in_flight_until_ms: r.try_get(4).map_err(db_err)?,
+        },
+        None => CounterState::new(now_ms),
+    };
+    let (after, answer) = rule(before);
+    if after != before {
+        sqlx::query(
+            "INSERT INTO attempt_counters \
+               (key, window_start_ms, attempts, locked_until_ms, in_flight, in_flight_until_ms) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+             ON CONFLICT (key) DO UPDATE SET window_start_ms = excluded.window_start_ms, \
+               attempts = excluded.attempts, locked_until_ms = excluded.locked_until_ms, \
+               in_flight = excluded.in_flight, in_flight_until_ms = excluded.in_flight_until_ms",
+        )
+        .bind(key)
+        .bind(after.window_start_ms)
+        .bind(after.count)
+        .bind(after.locked_until_ms)
+        .bind(after.in_flight)
+        .bind(after.in_flight_until_ms)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    }
+    Ok(answer)
+}
+
 #[async_trait::async_trait]
 impl LockoutStore for SqliteStore {
     /// One UPSERT: every SET expression sees the row as it was, and the row (PostgreSQL) or the
@@ -455,6 +532,32 @@ impl LockoutStore for SqliteStore {
                 attempt: u32::try_from(attempts).unwrap_or(u32::MAX),
             }
         })
+    }
+
+    async fn reserve_attempt(
+        &self,
+        scope: &Scope,
+        key: &str,
+        now_ms: i64,
+        rule: &ThrottleRule,
+    ) -> StoreResult<Reservation> {
+        require_system(scope)?;
+        self.update_counter(key, now_ms, |s| s.reserve(now_ms, rule))
+            .await
+    }
+
+    async fn settle_attempt(
+        &self,
+        scope: &Scope,
+        key: &str,
+        now_ms: i64,
+        rule: &ThrottleRule,
+        outcome: AttemptOutcome,
+        reserved: bool,
+    ) -> StoreResult<Settled> {
+        require_system(scope)?;
+        self.update_counter(key, now_ms, |s| s.settle(now_ms, rule, outcome, reserved))
+            .await
     }
 
     async fn locked_until(

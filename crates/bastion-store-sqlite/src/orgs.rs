@@ -312,20 +312,27 @@ impl OrgStore for SqliteStore {
         outcome
     }
 
-    async fn create_invitation(&self, scope: &Scope, inv: &InvitationRow) -> StoreResult<()> {
+    async fn replace_invitation(
+        &self,
+        scope: &Scope,
+        inv: &InvitationRow,
+        replaceable_up_to: i32,
+    ) -> StoreResult<Vec<String>> {
         let Some((kind, id)) = actor(scope, &inv.org_id) else {
             return Err(StoreError::Forbidden);
         };
         let mut tx = self.pool.begin().await.map_err(db_err)?;
         let sql = format!(
-            "DELETE FROM invitations WHERE org_id = ?3 AND email = ?4 AND accepted_ms IS NULL AND {IN_ORG}"
+            "DELETE FROM invitations WHERE org_id = ?3 AND email = ?4 AND accepted_ms IS NULL \
+             AND level <= ?5 AND {IN_ORG} RETURNING id"
         );
-        sqlx::query(&sql)
+        let withdrawn: Vec<String> = sqlx::query_scalar(&sql)
             .bind(kind)
             .bind(id)
             .bind(&inv.org_id)
             .bind(&inv.email)
-            .execute(&mut *tx)
+            .bind(replaceable_up_to)
+            .fetch_all(&mut *tx)
             .await
             .map_err(db_err)?;
         let sql = format!(
@@ -350,7 +357,8 @@ impl OrgStore for SqliteStore {
         if done.rows_affected() == 0 {
             return Err(StoreError::Forbidden);
         }
-        tx.commit().await.map_err(db_err)
+        tx.commit().await.map_err(db_err)?;
+        Ok(withdrawn)
     }
 
     async fn invitations(&self, scope: &Scope, org_id: &str) -> StoreResult<Vec<InvitationRow>> {

@@ -11,11 +11,11 @@
 use std::sync::Arc;
 
 use crate::{
-    API_KEY_TOUCH_MS, ActivityRow, ApiKeyRow, AttemptDecision, ChainHead, CheckpointRecord,
-    InvitationRow, KeyKind, MagicLinkRow, MemberChange, MemberRow, NewAuditEvent, OrgRow,
-    OutboundMail, ProjectRow, Purgeable, Rewrapped, Rotation, Scope, SealedColumn, SealedCount,
-    SealedRow, SecretMeta, SecretRow, SecretUpdate, SessionRow, Store, StoreError, StoredKey,
-    ThrottleRule, UserRow,
+    API_KEY_TOUCH_MS, ActivityRow, ApiKeyRow, AttemptDecision, AttemptOutcome, ChainHead,
+    CheckpointRecord, InvitationRow, KeyKind, MagicLinkRow, MemberChange, MemberRow, NewAuditEvent,
+    OrgRow, OutboundMail, ProjectRow, Purgeable, Reservation, Rewrapped, Rotation, Scope,
+    SealedColumn, SealedCount, SealedRow, SecretMeta, SecretRow, SecretUpdate, SessionRow, Store,
+    StoreError, StoredKey, ThrottleRule, UserRow,
 };
 
 pub mod idempotency;
@@ -265,6 +265,141 @@ pub async fn a8_concurrent_attempts_cannot_slip_past_the_limit<S: Store>(store: 
             .await
             .unwrap(),
         AttemptDecision::Allowed { attempt: 1 }
+    );
+}
+
+/// A8: 20 simultaneous reservations against a limit of 10 failures: exactly 10 places, the rest
+/// busy; a pass frees its place and counts nothing; the 10 failures, settled concurrently, start
+/// exactly one lock, which refuses every reservation until it ends.
+pub async fn a8_reservations_bound_parallel_evaluations_and_one_failure_starts_the_lock<
+    S: Store,
+>(
+    store: Arc<S>,
+) {
+    let now = 1_700_000_000_000;
+    let reserve_all = |n: usize| {
+        let tasks: Vec<_> = (0..n)
+            .map(|_| {
+                let s = store.clone();
+                tokio::spawn(async move {
+                    s.reserve_attempt(&SYS, "login:victim", now, &RULE)
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        async move {
+            let mut out = Vec::new();
+            for t in tasks {
+                out.push(t.await.unwrap());
+            }
+            out
+        }
+    };
+    let got = reserve_all(20).await;
+    let granted = got.iter().filter(|r| **r == Reservation::Granted).count();
+    assert_eq!(granted, 10, "{got:?}");
+    assert_eq!(got.iter().filter(|r| **r == Reservation::Busy).count(), 10);
+    // One pass: its place is free again, and nothing was counted.
+    let passed = store
+        .settle_attempt(
+            &SYS,
+            "login:victim",
+            now,
+            &RULE,
+            AttemptOutcome::Passed,
+            true,
+        )
+        .await
+        .unwrap();
+    assert_eq!(passed.failures, 0);
+    assert_eq!(
+        store
+            .reserve_attempt(&SYS, "login:victim", now, &RULE)
+            .await
+            .unwrap(),
+        Reservation::Granted
+    );
+    let tasks: Vec<_> = (0..10)
+        .map(|_| {
+            let s = store.clone();
+            tokio::spawn(async move {
+                s.settle_attempt(
+                    &SYS,
+                    "login:victim",
+                    now,
+                    &RULE,
+                    AttemptOutcome::Failed,
+                    true,
+                )
+                .await
+                .unwrap()
+            })
+        })
+        .collect();
+    let mut started = Vec::new();
+    for t in tasks {
+        started.extend(t.await.unwrap().lock_started_until_ms);
+    }
+    assert_eq!(
+        started,
+        vec![now + RULE.lockout_ms],
+        "exactly one lock started"
+    );
+    assert_eq!(
+        store
+            .reserve_attempt(&SYS, "login:victim", now + RULE.lockout_ms - 1, &RULE)
+            .await
+            .unwrap(),
+        Reservation::Locked {
+            until_ms: now + RULE.lockout_ms
+        }
+    );
+    assert_eq!(
+        store
+            .locked_until(&SYS, "login:victim", now + 1)
+            .await
+            .unwrap(),
+        Some(now + RULE.lockout_ms)
+    );
+    // Another key is untouched; after the lock, a fresh window.
+    assert_eq!(
+        store
+            .reserve_attempt(&SYS, "login:other", now, &RULE)
+            .await
+            .unwrap(),
+        Reservation::Granted
+    );
+    assert_eq!(
+        store
+            .reserve_attempt(&SYS, "login:victim", now + RULE.lockout_ms, &RULE)
+            .await
+            .unwrap(),
+        Reservation::Granted
+    );
+    // Tenants cannot reserve or settle.
+    let user = Scope::User {
+        user_id: "usr_x".into(),
+        org_id: None,
+    };
+    assert!(
+        store
+            .reserve_attempt(&user, "login:victim", now, &RULE)
+            .await
+            .is_err()
+    );
+    assert!(
+        store
+            .settle_attempt(
+                &Scope::Anonymous,
+                "login:victim",
+                now,
+                &RULE,
+                AttemptOutcome::Failed,
+                false
+            )
+            .await
+            .is_err()
     );
 }
 
@@ -1491,6 +1626,73 @@ pub async fn r2_the_last_super_admin_cannot_be_demoted_or_removed_even_concurren
             .unwrap()
     );
     assert!(store.members(&SYS, &org).await.unwrap().is_empty());
+}
+
+/// R2: a replacement invitation withdraws only the pending invitations its author could have
+/// made: a Manager re-inviting an address at User level leaves an Admin-level invitation (made
+/// by a Super Admin) in place, and says which ones it withdrew.
+pub async fn r2_a_replacement_invitation_withdraws_only_what_its_author_could_grant<S: Store>(
+    store: Arc<S>,
+) {
+    store
+        .sync_permissions(&SYS, &permission_rows())
+        .await
+        .unwrap();
+    org_with(&*store, "org_a", &[("usr_a", 100), ("usr_m", 60)]).await;
+    let owner = in_org("usr_a", "org_a");
+    let manager = in_org("usr_m", "org_a");
+    let x = email_of("usr_x");
+    let withdrawn = store
+        .replace_invitation(
+            &owner,
+            &invitation_row("inv_admin", "org_a", &x, 80, NOW + 1),
+            100,
+        )
+        .await
+        .unwrap();
+    assert!(withdrawn.is_empty());
+    let withdrawn = store
+        .replace_invitation(
+            &manager,
+            &invitation_row("inv_user", "org_a", &x, 40, NOW + 2),
+            40,
+        )
+        .await
+        .unwrap();
+    assert!(
+        withdrawn.is_empty(),
+        "the Admin-level invitation stays: {withdrawn:?}"
+    );
+    let mut ids: Vec<_> = store
+        .invitations(&owner, "org_a")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["inv_admin", "inv_user"]);
+    // The manager's next replacement withdraws its own earlier one, and says so.
+    let withdrawn = store
+        .replace_invitation(
+            &manager,
+            &invitation_row("inv_user2", "org_a", &x, 30, NOW + 3),
+            40,
+        )
+        .await
+        .unwrap();
+    assert_eq!(withdrawn, ["inv_user"]);
+    // The owner may replace everything.
+    let mut withdrawn = store
+        .replace_invitation(
+            &owner,
+            &invitation_row("inv_final", "org_a", &x, 60, NOW + 4),
+            100,
+        )
+        .await
+        .unwrap();
+    withdrawn.sort();
+    assert_eq!(withdrawn, ["inv_admin", "inv_user2"]);
 }
 
 /// R1: an invitation replaces the pending one for the same address, is accepted once, before
@@ -3199,6 +3401,7 @@ macro_rules! conformance_tests {
             non_system_scopes_cannot_touch_system_tables,
             a8_concurrent_attempts_cannot_slip_past_the_limit,
             a8_clear_purge_and_scope,
+            a8_reservations_bound_parallel_evaluations_and_one_failure_starts_the_lock,
             a1_accounts_are_unique_by_email_and_private,
             a3_concurrent_rotations_of_one_token_have_one_winner,
             a4_sessions_are_per_user_and_revocation_ends_the_family,
@@ -3209,6 +3412,7 @@ macro_rules! conformance_tests {
             r1_orgs_are_visible_only_to_their_members,
             r2_the_last_super_admin_cannot_be_demoted_or_removed_even_concurrently,
             r1_invitations_are_accepted_once_and_replace_older_ones,
+            r2_a_replacement_invitation_withdraws_only_what_its_author_could_grant,
             r6_api_keys_are_found_by_hash_and_revoked_keys_lose_their_org,
             r5_private_activity_is_visible_to_its_user_only,
             r4_a_scope_inside_org_a_sees_nothing_of_org_b,

@@ -31,7 +31,10 @@ pub use licenses::{
     Activation, KeyFailure, LicenseRow, LicenseStore, MachineRow, PolicyRow, ProductRow,
 };
 pub use links::{ConsumedLink, MagicLinkRow, MagicLinkStore};
-pub use lockout::{AttemptDecision, LockoutStore, ThrottleRule};
+pub use lockout::{
+    AttemptDecision, AttemptOutcome, CounterState, LockoutStore, RESERVATION_LEASE_MS, Reservation,
+    Settled, ThrottleRule,
+};
 pub use mail::{ClaimedMail, MailCounts, MailStore, OutboundMail};
 pub use orgs::{
     API_KEY_TOUCH_MS, ActivityRow, ApiKeyRow, InvitationRow, MemberChange, MemberRow, OrgRow,

@@ -123,7 +123,20 @@ pub trait OrgStore {
     ) -> StoreResult<MemberChange>;
 
     /// Stores an invitation, replacing any pending one for the same org and email.
-    async fn create_invitation(&self, scope: &Scope, inv: &InvitationRow) -> StoreResult<()>;
+    async fn create_invitation(&self, scope: &Scope, inv: &InvitationRow) -> StoreResult<()> {
+        self.replace_invitation(scope, inv, i32::MAX)
+            .await
+            .map(drop)
+    }
+    /// Stores an invitation, withdrawing the pending ones for the same org and email whose level
+    /// is at most `replaceable_up_to` (the highest level the inviter may grant: a replacement
+    /// must not withdraw what its author could not). Returns the ids withdrawn.
+    async fn replace_invitation(
+        &self,
+        scope: &Scope,
+        inv: &InvitationRow,
+        replaceable_up_to: i32,
+    ) -> StoreResult<Vec<String>>;
     /// The org's invitations, newest first.
     async fn invitations(&self, scope: &Scope, org_id: &str) -> StoreResult<Vec<InvitationRow>>;
     /// Deletes a pending invitation; `false` if absent, accepted or out of scope.

@@ -55,11 +55,10 @@ impl Default for LicensingConfig {
 }
 
 impl LicensingConfig {
-    /// The counter rule whose `ip_failures`-th registered failure sets the lock (the counter
-    /// locks on the attempt *after* `max_attempts`).
+    /// The failure limit whose `ip_failures`-th failure in the window sets the lock.
     fn ip_rule(&self) -> ThrottleRule {
         ThrottleRule {
-            max_attempts: self.ip_failures.saturating_sub(1),
+            max_attempts: self.ip_failures,
             window_ms: self.ip_window_ms,
             lockout_ms: self.ip_lockout_ms,
         }

@@ -5,11 +5,12 @@ use bastion_crypto::license::{
     CertificateClaims, DocumentKind, LicenseClaims, LicenseError, LicensePublicKey,
     RevocationClaims, canonical_machine, email_hash, machine_binding,
 };
-use bastion_store::{Activation, AttemptDecision, LicenseRow, MachineRow, Scope};
+use bastion_store::{Activation, AttemptOutcome, LicenseRow, MachineRow, Scope};
 use secrecy::{ExposeSecret, SecretString};
 
 use super::{LicenseServiceError as E, Licensing, key_hash, machine_hash, secs_of};
 use crate::audit::{AuditEvent, Category, Outcome};
+use crate::limits::{Held, Limit, Limiter, Refusal};
 use crate::links::LinkPurpose;
 use crate::mail::Template;
 
@@ -81,47 +82,48 @@ fn ip_key(ip: &str) -> String {
 }
 
 impl Licensing {
-    /// Refuses the request while its IP is locked out (SPEC L6). Counts nothing: only
-    /// failures are counted, so an office activating many machines is never locked out.
-    async fn check_ip(&self, ip: &str) -> Result<(), E> {
+    /// Holds a place under the IP's failure limit while a key is checked (SPEC L6): refused
+    /// while the IP is locked; only failures count, so an office activating many machines is
+    /// never locked out, and parallel guesses never get more checked than the limit.
+    async fn hold_ip(&self, ip: &str) -> Result<Held, E> {
+        Limiter::new(self.store.clone(), self.clock.clone(), SCOPE)
+            .reserve(vec![Limit {
+                key: ip_key(ip),
+                rule: self.config.ip_rule(),
+            }])
+            .await
+            .map_err(|r| match r {
+                Refusal::Store(e) => e.into(),
+                r => E::Locked {
+                    retry_after_secs: r.retry_after_secs(self.clock.now_ms()),
+                },
+            })
+    }
+
+    /// Counts a failure against the IP and, when the key is known, against the key; the 20th
+    /// against a key freezes it and mails its licensee, once (SPEC L6, L7).
+    async fn fail(&self, held: Held, ip: &str, license: Option<&LicenseRow>, why: Failure) -> E {
         let now = self.clock.now_ms();
-        if let Some(until) = self.store.locked_until(&SCOPE, &ip_key(ip), now).await? {
+        let mut details = serde_json::json!({ "ip": ip, "reason": why.as_str() });
+        let mut org = None;
+        let settled = held.settle(AttemptOutcome::Failed).await;
+        if let Some(until_ms) = settled
+            .first()
+            .copied()
+            .flatten()
+            .and_then(|s| s.lock_started_until_ms)
+        {
+            details["ip_locked"] = true.into();
+            // Audited once per lock, not once per request it refuses.
             self.record(
                 AuditEvent::new(
                     Category::Action,
                     "license.activation_locked",
                     Outcome::Denied,
                 )
-                .details(serde_json::json!({ "ip": ip })),
+                .details(serde_json::json!({ "ip": ip, "until_ms": until_ms })),
             )
             .await;
-            return Err(Self::locked(until, now));
-        }
-        Ok(())
-    }
-
-    fn locked(until_ms: i64, now_ms: i64) -> E {
-        let ms = (until_ms - now_ms).max(1);
-        E::Locked {
-            retry_after_secs: u64::try_from((ms + 999) / 1000).unwrap_or(1),
-        }
-    }
-
-    /// Counts a failure against the IP and, when the key is known, against the key; the 20th
-    /// against a key freezes it and mails its licensee, once (SPEC L6, L7).
-    async fn fail(&self, ip: &str, license: Option<&LicenseRow>, why: Failure) -> E {
-        let now = self.clock.now_ms();
-        let rule = self.config.ip_rule();
-        let mut details = serde_json::json!({ "ip": ip, "reason": why.as_str() });
-        let mut org = None;
-        match self
-            .store
-            .register_attempt(&SCOPE, &ip_key(ip), now, &rule)
-            .await
-        {
-            Ok(AttemptDecision::Locked { .. }) => details["ip_locked"] = true.into(),
-            Ok(AttemptDecision::Allowed { .. }) => {}
-            Err(e) => tracing::error!(error = %e, "license failure not counted against the ip"),
         }
         if let Some(lic) = license {
             details["license"] = lic.id.clone().into();
@@ -193,7 +195,7 @@ impl Licensing {
         email: &str,
         ip: &str,
     ) -> Result<(LicenseClaims, LicenseRow), E> {
-        self.check_ip(ip).await?;
+        let held = self.hold_ip(ip).await?;
         let key = key.expose_secret().trim();
         let now_s = self.now_s();
         let ring = self.ring.current();
@@ -202,23 +204,26 @@ impl Licensing {
             Ok(c) => c,
             // Genuine but past its term: not an attack, so not counted.
             Err(LicenseError::Expired) => return Err(E::Expired),
-            Err(_) => return Err(self.fail(ip, None, Failure::Signature).await),
+            Err(_) => return Err(self.fail(held, ip, None, Failure::Signature).await),
         };
         let hash = key_hash(ring.license_pepper()?, key);
         let license = match self.store.license_by_key_hash(&SCOPE, &hash).await? {
             Some(l) if l.id == claims.lic => l,
-            _ => return Err(self.fail(ip, None, Failure::UnknownKey).await),
+            _ => return Err(self.fail(held, ip, None, Failure::UnknownKey).await),
         };
         let expected = email_hash(&license.id, email);
         if !bastion_crypto::ct_eq(expected.as_bytes(), claims.eml.as_bytes()) {
-            return Err(self.fail(ip, Some(&license), Failure::EmailMismatch).await);
+            return Err(self
+                .fail(held, ip, Some(&license), Failure::EmailMismatch)
+                .await);
         }
         if license.revoked_ms.is_some() {
-            return Err(self.fail(ip, Some(&license), Failure::Revoked).await);
+            return Err(self.fail(held, ip, Some(&license), Failure::Revoked).await);
         }
         if license.frozen_ms.is_some() {
-            return Err(self.fail(ip, Some(&license), Failure::Frozen).await);
+            return Err(self.fail(held, ip, Some(&license), Failure::Frozen).await);
         }
+        held.settle(AttemptOutcome::Passed).await;
         if license.expires_ms.is_some_and(|e| e <= self.clock.now_ms()) {
             return Err(E::Expired);
         }

@@ -61,7 +61,26 @@ impl Orgs {
             accepted_ms: None,
             accepted_by: None,
         };
-        self.store.create_invitation(&access.scope, &inv).await?;
+        // A replacement withdraws only invitations its author could have made (SPEC R2).
+        let grantable = Level::ALL
+            .into_iter()
+            .filter(|l| check_level_change(actor, None, Some(*l), usize::MAX, false).is_ok())
+            .map(Level::value)
+            .max()
+            .unwrap_or(0);
+        let withdrawn = self
+            .store
+            .replace_invitation(&access.scope, &inv, grantable)
+            .await?;
+        for replaced in withdrawn {
+            self.audit(
+                &access,
+                caller,
+                "member.invitation_withdrawn",
+                serde_json::json!({ "invitation": replaced, "replaced_by": inv.id }),
+            )
+            .await;
+        }
         self.links
             .send(LinkPurpose::OrgInvite, &inv.id, &email, move |link| {
                 Template::OrgInvite {

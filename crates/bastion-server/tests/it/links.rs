@@ -270,7 +270,8 @@ fn without_request_id(body: &str) -> Value {
 async fn a1_login_and_forgot_password_are_indistinguishable_for_unknown_emails() {
     let app = spawn_app(Spawn::default(), |c| {
         c.auth.login_max_failures = 10_000;
-        c.auth.login_ip_max_attempts = 10_000;
+        c.auth.login_ip_max_failures = 10_000;
+        c.auth.login_ip_max_accounts = 10_000;
         c.auth.mail_per_address_per_hour = 10_000;
         // The per-IP HTTP limiter would answer 429 to this burst from one address.
         c.rate_limit.per_ip_per_second = 0;

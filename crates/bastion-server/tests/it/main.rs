@@ -14,6 +14,7 @@ mod orgs;
 mod payments;
 mod rate_limit;
 mod secrets;
+mod signin_limits;
 mod stripe;
 mod tls;
 mod tokens;

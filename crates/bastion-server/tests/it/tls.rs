@@ -152,3 +152,29 @@ async fn t1_untrusted_certificate_is_refused_by_a_verifying_client() {
         "{refused}"
     );
 }
+
+/// `bastion tls self-signed` over an existing, world-readable key.pem: the new key is 0600 (a new
+/// file renamed over the old one), and no temporary file is left behind.
+#[test]
+fn t1_a_self_signed_key_written_over_a_world_readable_one_is_0600() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key.pem");
+    std::fs::write(&key, "old").unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    bastion_server::tls::write_self_signed(dir.path(), vec!["localhost".into()]).unwrap();
+    let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "{mode:o}");
+    assert!(
+        std::fs::read_to_string(&key)
+            .unwrap()
+            .contains("PRIVATE KEY")
+    );
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    let mut names = names;
+    names.sort();
+    assert_eq!(names, ["cert.pem", "key.pem"]);
+}

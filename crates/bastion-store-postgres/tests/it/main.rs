@@ -267,7 +267,7 @@ async fn r4_app_role_reads_only_its_orgs_audit_events() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a8_x3_lockout_holds_across_two_nodes_sharing_the_database() {
-    use bastion_store::{AttemptDecision, LockoutStore, ThrottleRule};
+    use bastion_store::{LockoutStore, Reservation, ThrottleRule};
     let Some(f) = fresh().await else { return };
     // A second node: its own pool, same database.
     let other = Arc::new(PgStore::connect(&f._db.url, 8).await.unwrap());
@@ -285,14 +285,14 @@ async fn a8_x3_lockout_holds_across_two_nodes_sharing_the_database() {
             other.clone()
         };
         tasks.push(tokio::spawn(async move {
-            node.register_attempt(&Scope::System("login"), "acct:shared", now, &rule)
+            node.reserve_attempt(&Scope::System("login"), "acct:shared", now, &rule)
                 .await
                 .unwrap()
         }));
     }
     let mut allowed = 0;
     for t in tasks {
-        if matches!(t.await.unwrap(), AttemptDecision::Allowed { .. }) {
+        if t.await.unwrap() == Reservation::Granted {
             allowed += 1;
         }
     }
