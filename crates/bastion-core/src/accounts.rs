@@ -33,8 +33,12 @@ pub struct AccountPolicy {
     pub per_ip: ThrottleRule,
     /// Credential stuffing: distinct accounts that failed from one address in the window.
     pub per_ip_accounts: ThrottleRule,
-    /// Link and notice emails per address, so nobody can flood an inbox through Bastion.
+    /// Link and notice emails one address receives from the account flows, whoever asks, so
+    /// nobody can flood an inbox through Bastion.
     pub mail_per_address: ThrottleRule,
+    /// Of those, what one requester (client address) may have sent to one address, so a
+    /// stranger's requests cannot use up the owner's own reset mail.
+    pub mail_per_requester: ThrottleRule,
     /// Sign-in is refused until the address is verified.
     pub require_verified_email: bool,
 }
@@ -52,6 +56,11 @@ impl Default for AccountPolicy {
             per_ip: failures(100),
             per_ip_accounts: failures(20),
             mail_per_address: ThrottleRule {
+                max_attempts: 20,
+                window_ms: 60 * 60_000,
+                lockout_ms: 60 * 60_000,
+            },
+            mail_per_requester: ThrottleRule {
                 max_attempts: 5,
                 window_ms: 60 * 60_000,
                 lockout_ms: 60 * 60_000,
@@ -213,7 +222,12 @@ impl Accounts {
     /// same when the address already has an account: its owner gets a notice instead, so
     /// sign-up cannot be used to discover who has an account.
     #[tracing::instrument(skip_all)]
-    pub async fn sign_up(&self, email: &str, password: SecretString) -> Result<(), AccountError> {
+    pub async fn sign_up(
+        &self,
+        email: &str,
+        password: SecretString,
+        requester: &str,
+    ) -> Result<(), AccountError> {
         let email = normalize_email(email)?;
         self.rules
             .check(&password, Some(&email))
@@ -240,10 +254,13 @@ impl Accounts {
                     .actor(user.id.clone()),
                 )
                 .await;
-                self.send_link(LinkPurpose::VerifyEmail, &user).await
+                if self.mail_allowed(&user.email, requester).await? {
+                    self.send_link(LinkPurpose::VerifyEmail, &user).await?;
+                }
+                Ok(())
             }
             Err(StoreError::Conflict(_)) => {
-                if self.mail_allowed(&user.email).await? {
+                if self.mail_allowed(&user.email, requester).await? {
                     self.mailer
                         .enqueue(&user.email, &Template::AlreadyRegistered)
                         .await?;
@@ -254,27 +271,31 @@ impl Accounts {
         }
     }
 
-    /// Counts one email to `email` and says whether it may be sent (SPEC A8's counters, keyed
-    /// by a hash of the address).
-    async fn mail_allowed(&self, email: &str) -> Result<bool, AccountError> {
-        let decision = self
-            .store
-            .register_attempt(
-                &SCOPE,
-                &attempt_key("mail", email),
-                self.clock.now_ms(),
-                &self.lockout.mail_per_address,
-            )
-            .await?;
-        Ok(matches!(decision, AttemptDecision::Allowed { .. }))
+    /// Counts one account-flow email to `email` asked for by `requester` (a client address) and
+    /// says whether it may be sent: first against the requester's budget for that address, then,
+    /// only if that allows, against the address's own. Counted before any account look-up, the
+    /// same for every address, and never answered to the caller (SPEC A1, A7).
+    async fn mail_allowed(&self, email: &str, requester: &str) -> Result<bool, AccountError> {
+        let now = self.clock.now_ms();
+        let budgets = [
+            (
+                attempt_key("mail-requester", &format!("{requester}\n{email}")),
+                &self.lockout.mail_per_requester,
+            ),
+            (attempt_key("mail", email), &self.lockout.mail_per_address),
+        ];
+        for (key, rule) in budgets {
+            let decision = self.store.register_attempt(&SCOPE, &key, now, rule).await?;
+            if !matches!(decision, AttemptDecision::Allowed { .. }) {
+                tracing::info!("account mail throttled");
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
-    /// Mails a verification or reset link to `user`, unless their inbox had enough for now.
+    /// Mails a verification or reset link to `user` (the caller counted the mail budget).
     async fn send_link(&self, purpose: LinkPurpose, user: &UserRow) -> Result<(), AccountError> {
-        if !self.mail_allowed(&user.email).await? {
-            tracing::info!(user = %user.id, purpose = purpose.as_str(), "link mail throttled");
-            return Ok(());
-        }
         let template: fn(&str) -> Template<'_> = match purpose {
             LinkPurpose::VerifyEmail => |link| Template::VerifyEmail { link },
             LinkPurpose::ResetPassword => |link| Template::ResetPassword { link },
@@ -295,11 +316,13 @@ impl Accounts {
         self: &Arc<Self>,
         purpose: LinkPurpose,
         email: &str,
+        requester: &str,
     ) -> Result<(), AccountError> {
         let email = normalize_email(email)?;
         let this = self.clone();
+        let requester = requester.to_owned();
         tokio::spawn(async move {
-            if let Err(e) = this.request_link_now(purpose, &email).await {
+            if let Err(e) = this.request_link_now(purpose, &email, &requester).await {
                 tracing::error!(error = %e, purpose = purpose.as_str(), "link request failed");
             }
         });
@@ -310,7 +333,12 @@ impl Accounts {
         &self,
         purpose: LinkPurpose,
         email: &str,
+        requester: &str,
     ) -> Result<(), AccountError> {
+        // Budget first, for known and unknown addresses alike.
+        if !self.mail_allowed(email, requester).await? {
+            return Ok(());
+        }
         let Some(user) = self.store.user_by_email(&SCOPE, email).await? else {
             return Ok(());
         };

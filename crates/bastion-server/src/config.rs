@@ -193,6 +193,7 @@ pub struct AuthConfig {
     pub require_verified_email: bool,
     pub link_ttl_secs: u64,
     pub mail_per_address_per_hour: u32,
+    pub mail_per_requester_per_hour: u32,
 }
 
 impl AuthConfig {
@@ -481,10 +482,11 @@ impl Config {
             || self.email.poll_interval_ms == 0
             || self.auth.link_ttl_secs == 0
             || self.auth.mail_per_address_per_hour == 0
+            || self.auth.mail_per_requester_per_hour == 0
             || self.cleanup.interval_secs == 0
             || self.cleanup.batch_size == 0
         {
-            return bad("email.max_attempts, email.retry_base_secs, email.poll_interval_ms, auth.link_ttl_secs, auth.mail_per_address_per_hour, cleanup.interval_secs and cleanup.batch_size must be positive".into());
+            return bad("email.max_attempts, email.retry_base_secs, email.poll_interval_ms, auth.link_ttl_secs, auth.mail_per_address_per_hour, auth.mail_per_requester_per_hour, cleanup.interval_secs and cleanup.batch_size must be positive".into());
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return bad(format!(

@@ -428,6 +428,11 @@ pub fn auth_services(b: &Bastion, cfg: &Config) -> Result<AuthServices, StartupE
             window_ms: 3_600_000,
             lockout_ms: 3_600_000,
         },
+        mail_per_requester: ThrottleRule {
+            max_attempts: a.mail_per_requester_per_hour,
+            window_ms: 3_600_000,
+            lockout_ms: 3_600_000,
+        },
         require_verified_email: a.require_verified_email,
     };
     let e = &cfg.email;
@@ -477,7 +482,7 @@ pub fn auth_services(b: &Bastion, cfg: &Config) -> Result<AuthServices, StartupE
         clock: b.clock.clone(),
         links,
         permissions: Arc::new(permissions),
-        mail_per_address: policy.mail_per_address,
+        mail_per_org_and_address: policy.mail_per_requester,
     }));
     let cleanup = Arc::new(Cleanup::new(
         b.store.clone(),

@@ -101,6 +101,11 @@ fn device(
     }
 }
 
+/// Who asked for a mail (its client address), for the per-requester mail budget.
+fn requester(ip: Option<axum::Extension<ClientIp>>) -> String {
+    ip.map(|e| e.0.0.to_string()).unwrap_or_default()
+}
+
 /// The answer to requests whose outcome must not reveal whether an account exists.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct AcceptedOut {
@@ -119,9 +124,13 @@ const CHECK_EMAIL: AcceptedOut = AcceptedOut {
     responses((status = 202, body = AcceptedOut), (status = 422, body = crate::error::Problem)))]
 pub async fn signup(
     State(state): State<AppState>,
+    ip: Option<axum::Extension<ClientIp>>,
     JsonBody(body): JsonBody<SignupIn>,
 ) -> Result<(StatusCode, Json<AcceptedOut>), ApiError> {
-    state.accounts.sign_up(&body.email, body.password).await?;
+    state
+        .accounts
+        .sign_up(&body.email, body.password, &requester(ip))
+        .await?;
     Ok((StatusCode::ACCEPTED, Json(CHECK_EMAIL)))
 }
 
@@ -165,11 +174,12 @@ pub async fn verify_email(
     responses((status = 202, body = AcceptedOut), (status = 422, body = crate::error::Problem)))]
 pub async fn resend_verification(
     State(state): State<AppState>,
+    ip: Option<axum::Extension<ClientIp>>,
     JsonBody(body): JsonBody<EmailIn>,
 ) -> Result<(StatusCode, Json<AcceptedOut>), ApiError> {
     state
         .accounts
-        .request_link(LinkPurpose::VerifyEmail, &body.email)?;
+        .request_link(LinkPurpose::VerifyEmail, &body.email, &requester(ip))?;
     Ok((StatusCode::ACCEPTED, Json(CHECK_EMAIL)))
 }
 
@@ -179,11 +189,12 @@ pub async fn resend_verification(
     responses((status = 202, body = AcceptedOut), (status = 422, body = crate::error::Problem)))]
 pub async fn forgot_password(
     State(state): State<AppState>,
+    ip: Option<axum::Extension<ClientIp>>,
     JsonBody(body): JsonBody<EmailIn>,
 ) -> Result<(StatusCode, Json<AcceptedOut>), ApiError> {
     state
         .accounts
-        .request_link(LinkPurpose::ResetPassword, &body.email)?;
+        .request_link(LinkPurpose::ResetPassword, &body.email, &requester(ip))?;
     Ok((StatusCode::ACCEPTED, Json(CHECK_EMAIL)))
 }
 

@@ -416,8 +416,11 @@ impl From<LicenseRow> for LicenseOut {
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct IssuedOut {
     pub license: LicenseOut,
-    /// The license key, shown once (also mailed to the licensee).
+    /// The license key, shown once (also mailed to the licensee, see `mailed`).
     pub key: String,
+    /// Whether the key was mailed: `false` when this org has mailed the address its budget's
+    /// worth this hour (`auth.mail_per_requester_per_hour`); hand the key over yourself then.
+    pub mailed: bool,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -539,6 +542,7 @@ pub async fn issue(
         .await?;
     let out = IssuedOut {
         key: issued.key.expose_secret().to_owned(),
+        mailed: issued.mailed,
         license: issued.license.into(),
     };
     Ok(no_store((StatusCode::CREATED, Json(out))))

@@ -42,6 +42,9 @@ pub struct PolicyInput {
 pub struct IssuedLicense {
     pub license: LicenseRow,
     pub key: SecretString,
+    /// Whether the key was mailed to the licensee: not when the org's mail budget for that
+    /// address is spent (the key is in the answer either way).
+    pub mailed: bool,
 }
 
 /// A license with its machines.
@@ -258,7 +261,16 @@ impl Licensing {
         email: &str,
     ) -> Result<IssuedLicense, E> {
         let acting = self.acting(caller, org_id, "licenses.issue").await?;
-        self.issue_as(&acting, policy_id, email, None).await
+        let normalized = crate::accounts::normalize_email(email)
+            .map_err(|_| E::Invalid("email is not a valid address".to_owned()))?;
+        // An org's mail to one address has a budget, license keys included (the payment and CLI
+        // paths are bounded by payments and operators).
+        let mail = self
+            .orgs
+            .org_mail_budget(org_id, &normalized)
+            .await?
+            .is_none();
+        self.issue_as(&acting, policy_id, email, None, mail).await
     }
 
     /// Issues the license a verified payment bought (SPEC P1). Its id is derived from the
@@ -274,7 +286,7 @@ impl Licensing {
     ) -> Result<Option<IssuedLicense>, E> {
         let acting = Self::payments(org_id);
         let id = payment_license_id(org_id, payment_ref);
-        match self.issue_as(&acting, policy_id, email, Some(id)).await {
+        match self.issue_as(&acting, policy_id, email, Some(id), true).await {
             Ok(issued) => Ok(Some(issued)),
             Err(E::Exists("license")) => Ok(None),
             Err(e) => Err(e),
@@ -287,7 +299,7 @@ impl Licensing {
         policy_id: &str,
         email: &str,
     ) -> Result<IssuedLicense, E> {
-        self.issue_as(&Self::cli(org_id), policy_id, email, None)
+        self.issue_as(&Self::cli(org_id), policy_id, email, None, true)
             .await
     }
 
@@ -297,6 +309,7 @@ impl Licensing {
         policy_id: &str,
         email: &str,
         id: Option<String>,
+        mail: bool,
     ) -> Result<IssuedLicense, E> {
         let email = crate::accounts::normalize_email(email)
             .map_err(|_| E::Invalid("email is not a valid address".to_owned()))?;
@@ -351,19 +364,18 @@ impl Licensing {
             frozen_ms: None,
             revoked_ms: None,
         };
-        let mail = self
-            .mailer
-            .prepare(
-                &email,
-                &Template::LicenseIssued {
-                    key: &key,
-                    product: product.name.clone(),
-                },
-            )
-            .await?;
+        let mail = if mail {
+            let template = Template::LicenseIssued {
+                key: &key,
+                product: product.name.clone(),
+            };
+            Some(self.mailer.prepare(&email, &template).await?)
+        } else {
+            None
+        };
         match self
             .store
-            .insert_license(&acting.scope, &row, Some(&mail))
+            .insert_license(&acting.scope, &row, mail.as_ref())
             .await
         {
             Ok(()) => {}
@@ -371,14 +383,18 @@ impl Licensing {
             Err(StoreError::Conflict(_)) => return Err(E::Exists("license")),
             Err(e) => return Err(e.into()),
         }
-        self.mailer.queued();
+        if mail.is_some() {
+            self.mailer.queued();
+        }
         let details = serde_json::json!({
             "license": row.id, "product": row.product_id, "policy": row.policy_id,
+            "mailed": mail.is_some(),
         });
         self.audit_admin(acting, "license.issued", details).await;
         Ok(IssuedLicense {
             license: row,
             key: SecretString::from(key),
+            mailed: mail.is_some(),
         })
     }
 

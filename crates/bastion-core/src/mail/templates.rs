@@ -86,10 +86,11 @@ impl Template<'_> {
                 org_name,
                 level,
             } => (
-                format!("You are invited to {org_name} on {product}"),
+                format!("You are invited to an organization on {product}"),
                 vec![
                     format!(
-                        "You are invited to join {org_name} on {product} as {level}. Sign in as {to} (or create an account with that address), then open this link:"
+                        "You are invited to join the organization {} on {product} as {level}. Sign in as {to} (or create an account with that address), then open this link:",
+                        quoted(org_name)
                     ),
                     format!(
                         "It works once and expires in {ttl} minutes. If you did not expect this, ignore this message."
@@ -98,32 +99,33 @@ impl Template<'_> {
                 Some(*link),
             ),
             Self::LicenseIssued { key, product: item } => (
-                format!("Your {item} license"),
+                "Your license key".to_owned(),
                 vec![
                     format!(
-                        "Here is your license key for {item}, registered to {to}. Paste it into the app together with this address:"
+                        "Here is your license key for {}, registered to {to}. Paste it into the app together with this address:",
+                        quoted(item)
                     ),
                     "Keep it private: anyone with the key and your address can use a seat of your license.".to_owned(),
                 ],
                 Some(*key),
             ),
             Self::LicenseFrozen { product: item } => (
-                format!("Your {item} license key was frozen"),
+                "Your license key was frozen".to_owned(),
                 vec![
                     format!(
-                        "Your {item} license key, registered to {to}, had too many failed activation attempts, so it was frozen to protect it. Machines already activated keep working until their offline lease ends."
+                        "Your license key for {}, registered to {to}, had too many failed activation attempts, so it was frozen to protect it. Machines already activated keep working until their offline lease ends.",
+                        quoted(item)
                     ),
-                    format!(
-                        "If these attempts were not yours, your key may have been shared. Contact the seller of {item} to unfreeze it."
-                    ),
+                    "If these attempts were not yours, your key may have been shared. Contact the seller to unfreeze it.".to_owned(),
                 ],
                 None,
             ),
             Self::LicenseRevoke { link, product: item } => (
-                format!("Confirm revoking your {item} license"),
+                "Confirm revoking your license".to_owned(),
                 vec![
                     format!(
-                        "Someone asked, from an activated copy of {item}, to revoke the license registered to {to}. To confirm, open this link:"
+                        "Someone asked, from an activated copy of {}, to revoke the license registered to {to}. To confirm, open this link:",
+                        quoted(item)
                     ),
                     format!(
                         "Revoking stops the license on every machine and cannot be undone. The link works once and expires in {ttl} minutes. If you did not ask for this, ignore this message: your license is unchanged."
@@ -178,6 +180,23 @@ fn escape(s: &str) -> String {
     out
 }
 
+/// Text an org controls (an org or product name), as quoted data: never in a subject, control
+/// characters dropped, at most 80 characters, so it cannot pose as Bastion's own words.
+fn quoted(text: &str) -> String {
+    const MAX_CHARS: usize = 80;
+    let clean: String = text
+        .chars()
+        .filter(|c| !c.is_control())
+        .map(|c| if c == '"' { '\'' } else { c })
+        .collect();
+    let clean = clean.trim();
+    let mut out: String = clean.chars().take(MAX_CHARS).collect();
+    if clean.chars().count() > MAX_CHARS {
+        out.push('…');
+    }
+    format!("\"{out}\"")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,6 +243,47 @@ mod tests {
                 if has_link { 2 } else { 0 },
                 "the link appears once, as href and text"
             );
+        }
+    }
+}
+
+#[cfg(test)]
+mod org_text {
+    use super::*;
+
+    /// An org names its product or itself; that text never reaches a subject line and is quoted,
+    /// clipped and stripped of control characters in the body.
+    #[test]
+    fn a7_org_controlled_names_stay_out_of_subjects_and_are_quoted_as_data() {
+        let b = Branding {
+            product: "Bastion".into(),
+            link_ttl_minutes: 30,
+        };
+        let evil = format!("URGENT: reset your bank password\r\nBcc: x@y {}", "z".repeat(200));
+        let link = "https://a.example/x#token=bml_1";
+        for t in [
+            Template::OrgInvite {
+                link,
+                org_name: evil.clone(),
+                level: "user",
+            },
+            Template::LicenseIssued {
+                key: "BSTL1.k",
+                product: evil.clone(),
+            },
+            Template::LicenseFrozen {
+                product: evil.clone(),
+            },
+            Template::LicenseRevoke {
+                link,
+                product: evil.clone(),
+            },
+        ] {
+            let m = t.render(&b, "ada@example.com");
+            assert!(!m.subject.contains("URGENT"), "{}", m.subject);
+            assert!(m.text.contains("\"URGENT: reset your bank password"), "{}", m.text);
+            assert!(!m.text.contains("\r\nBcc"), "control characters are dropped");
+            assert!(!m.text.contains(&"z".repeat(81)), "clipped to 80 characters");
         }
     }
 }

@@ -2,12 +2,12 @@
 //! level below the inviter's own. Accepting needs the invitee signed in with the invited
 //! address, so a forwarded link gives nobody else a seat.
 
-use bastion_store::{AttemptDecision, InvitationRow, MemberRow};
+use bastion_store::{InvitationRow, MemberRow};
 use secrecy::SecretString;
 
 use super::roles::{Level, check_level_change};
 use super::service::{Caller, OrgError, Orgs, SYSTEM, new_id, user_scope};
-use crate::accounts::{attempt_key, normalize_email};
+use crate::accounts::normalize_email;
 use crate::links::LinkPurpose;
 use crate::mail::Template;
 
@@ -34,20 +34,8 @@ impl Orgs {
                 .await);
         }
         let now = self.clock.now_ms();
-        if let AttemptDecision::Locked { until_ms } = self
-            .store
-            .register_attempt(
-                &SYSTEM,
-                &attempt_key("mail", &email),
-                now,
-                &self.mail_per_address,
-            )
-            .await?
-        {
-            let wait_ms = u64::try_from(until_ms.saturating_sub(now)).unwrap_or(0);
-            return Err(OrgError::MailThrottled {
-                retry_after_secs: wait_ms.div_ceil(1000).max(1),
-            });
+        if let Some(retry_after_secs) = self.org_mail_budget(org_id, &email).await? {
+            return Err(OrgError::MailThrottled { retry_after_secs });
         }
         let org = self.org_of(&access).await?;
         let inv = InvitationRow {

@@ -108,9 +108,9 @@ pub struct OrgDeps {
     pub clock: Arc<dyn Clock>,
     pub links: Arc<MagicLinks>,
     pub permissions: Arc<PermissionMap>,
-    /// Emails per address: the same rule (and counter) as the account mails, so invitations
-    /// cannot flood an inbox either.
-    pub mail_per_address: ThrottleRule,
+    /// Emails one org may have sent to one address (invitations and license mail): the org's own
+    /// budget, apart from the account mails', so its answers tell nothing about the address.
+    pub mail_per_org_and_address: ThrottleRule,
 }
 
 pub struct Orgs {
@@ -119,7 +119,7 @@ pub struct Orgs {
     pub(super) clock: Arc<dyn Clock>,
     pub(super) links: Arc<MagicLinks>,
     permissions: Arc<PermissionMap>,
-    pub(super) mail_per_address: ThrottleRule,
+    mail_per_org_and_address: ThrottleRule,
 }
 
 /// Trims a display name and checks it: 1–200 characters, no control characters.
@@ -149,6 +149,28 @@ pub(super) fn new_id(prefix: &str) -> Result<String, OrgError> {
 }
 
 impl Orgs {
+    /// Counts one mail from `org_id` to `email` against the org's mail budget; `Some(seconds)`
+    /// to wait when it is spent (SPEC A1, A7: never the account flows' budget).
+    pub(crate) async fn org_mail_budget(
+        &self,
+        org_id: &str,
+        email: &str,
+    ) -> Result<Option<u64>, bastion_store::StoreError> {
+        let now = self.clock.now_ms();
+        let key = crate::accounts::attempt_key("org-mail", &format!("{org_id}\n{email}"));
+        match self
+            .store
+            .register_attempt(&SYSTEM, &key, now, &self.mail_per_org_and_address)
+            .await?
+        {
+            bastion_store::AttemptDecision::Allowed { .. } => Ok(None),
+            bastion_store::AttemptDecision::Locked { until_ms } => {
+                let wait_ms = u64::try_from(until_ms.saturating_sub(now)).unwrap_or(0);
+                Ok(Some(wait_ms.div_ceil(1000).max(1)))
+            }
+        }
+    }
+
     pub fn new(deps: OrgDeps) -> Self {
         Self {
             store: deps.store,
@@ -156,7 +178,7 @@ impl Orgs {
             clock: deps.clock,
             links: deps.links,
             permissions: deps.permissions,
-            mail_per_address: deps.mail_per_address,
+            mail_per_org_and_address: deps.mail_per_org_and_address,
         }
     }
 

@@ -173,7 +173,7 @@ async fn verification_link_works_once(postgres: bool) {
         return;
     };
     let a = &env.accounts;
-    a.sign_up("ada@example.com", pw(PASSWORD)).await.unwrap();
+    a.sign_up("ada@example.com", pw(PASSWORD), "192.0.2.1").await.unwrap();
     assert!(matches!(
         a.sign_in("ada@example.com", pw(PASSWORD), &device()).await,
         Err(AccountError::EmailNotVerified)
@@ -212,7 +212,7 @@ async fn reset_link_rules(postgres: bool) {
         return;
     };
     let a = &env.accounts;
-    a.sign_up("bo@example.com", pw(PASSWORD)).await.unwrap();
+    a.sign_up("bo@example.com", pw(PASSWORD), "192.0.2.1").await.unwrap();
     a.verify_email(&env.token_for("bo@example.com", 1).await)
         .await
         .unwrap();
@@ -222,11 +222,11 @@ async fn reset_link_rules(postgres: bool) {
         .unwrap();
 
     // Not after a newer one for the same purpose.
-    a.request_link(LinkPurpose::ResetPassword, "bo@example.com")
+    a.request_link(LinkPurpose::ResetPassword, "bo@example.com", "192.0.2.1")
         .unwrap();
     let first = env.token_for("bo@example.com", 2).await;
     env.clock.advance_ms(1_000);
-    a.request_link(LinkPurpose::ResetPassword, "bo@example.com")
+    a.request_link(LinkPurpose::ResetPassword, "bo@example.com", "192.0.2.1")
         .unwrap();
     let second = env.token_for("bo@example.com", 3).await;
     assert!(matches!(
@@ -234,7 +234,7 @@ async fn reset_link_rules(postgres: bool) {
         Err(AccountError::InvalidLink)
     ));
     // A verification token is not a reset token.
-    a.request_link(LinkPurpose::VerifyEmail, "bo@example.com")
+    a.request_link(LinkPurpose::VerifyEmail, "bo@example.com", "192.0.2.1")
         .unwrap();
     // Once…
     a.reset_password(&second, pw("a brand new passphrase"))
@@ -262,7 +262,7 @@ async fn reset_link_rules(postgres: bool) {
     );
 
     // Not after expiry.
-    a.request_link(LinkPurpose::ResetPassword, "bo@example.com")
+    a.request_link(LinkPurpose::ResetPassword, "bo@example.com", "192.0.2.1")
         .unwrap();
     let late = env.token_for("bo@example.com", 4).await;
     env.clock.advance_ms(LINK_TTL_MS);
@@ -290,9 +290,9 @@ async fn concurrent_resets_have_one_winner(postgres: bool) {
         return;
     };
     let a = &env.accounts;
-    a.sign_up("cy@example.com", pw(PASSWORD)).await.unwrap();
+    a.sign_up("cy@example.com", pw(PASSWORD), "192.0.2.1").await.unwrap();
     env.token_for("cy@example.com", 1).await;
-    a.request_link(LinkPurpose::ResetPassword, "cy@example.com")
+    a.request_link(LinkPurpose::ResetPassword, "cy@example.com", "192.0.2.1")
         .unwrap();
     let token = env.token_for("cy@example.com", 2).await;
     let tasks: Vec<_> = (0..10)

@@ -997,3 +997,46 @@ async fn c4_the_client_library_activates_runs_offline_and_stops_once_the_revocat
         .unwrap_err();
     assert!(format!("{err:?}").contains("license_revoked"), "{err:?}");
 }
+
+/// An org cannot mail one address without limit by issuing licenses: past its mail budget for
+/// that address the key is still issued and answered, but not mailed; another org's budget is its
+/// own; and the product name an org chose never reaches a subject line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l2_license_mail_to_one_address_is_bounded_per_org_and_keeps_org_text_out_of_subjects() {
+    for app in backends(tweak).await {
+        let acme = shop(&app, "acme@example.com", 1).await;
+        let mut mailed = Vec::new();
+        for _ in 0..7 {
+            let v = ok_json(
+                call(
+                    &app,
+                    Method::POST,
+                    &format!("/v1/orgs/{}/licenses", acme.org),
+                    &acme.owner,
+                    Some(json!({ "policy_id": acme.policy, "email": "target@example.com" })),
+                )
+                .await,
+                201,
+            )
+            .await;
+            assert!(v["key"].as_str().unwrap().starts_with("BSTL1."));
+            mailed.push(v["mailed"].as_bool().unwrap());
+        }
+        assert_eq!(mailed, [vec![true; 5], vec![false; 2]].concat());
+        assert_eq!(queued_mail(&app, "target@example.com").await, 5);
+        let other = shop(&app, "other@example.com", 1).await;
+        issue(&app, &other, &other.owner, "target@example.com").await;
+        assert_eq!(queued_mail(&app, "target@example.com").await, 6);
+        let mails = app.wait_for_mail("target@example.com", 6).await;
+        for m in mails {
+            let subject = m
+                .decoded
+                .lines()
+                .find(|l| l.starts_with("Subject:"))
+                .unwrap()
+                .to_owned();
+            assert!(!subject.contains("Acme Desk"), "{subject}");
+            assert!(m.decoded.contains("\"Acme Desk\""), "the name is in the body, quoted");
+        }
+    }
+}

@@ -10,6 +10,7 @@ mod licenses;
 mod lifecycle;
 mod links;
 mod listeners;
+mod mail_budget;
 mod orgs;
 mod payments;
 mod rate_limit;
