@@ -66,35 +66,25 @@ impl Limiter {
         }
     }
 
-    /// Takes a place under each limit in turn. A refusal releases the places already taken.
+    /// Takes a place under every limit at once (all or none), waiting while one is busy.
     pub async fn reserve(&self, limits: Vec<Limit>) -> Result<Held, Refusal> {
-        let mut held = Held {
-            store: self.store.clone(),
-            clock: self.clock.clone(),
-            scope: self.scope.clone(),
-            limits: Vec::with_capacity(limits.len()),
-        };
-        for limit in limits {
-            if let Err(refusal) = self.reserve_one(&limit).await {
-                held.settle(AttemptOutcome::Passed).await;
-                return Err(refusal);
-            }
-            held.limits.push(limit);
-        }
-        Ok(held)
-    }
-
-    async fn reserve_one(&self, limit: &Limit) -> Result<(), Refusal> {
         let deadline = tokio::time::Instant::now() + BUSY_WAIT;
         let mut backoff = BUSY_BACKOFF_FIRST;
         loop {
             let now = self.clock.now_ms();
             match self
                 .store
-                .reserve_attempt(&self.scope, &limit.key, now, &limit.rule)
+                .reserve_attempts(&self.scope, &pairs(&limits), now)
                 .await?
             {
-                Reservation::Granted => return Ok(()),
+                Reservation::Granted => {
+                    return Ok(Held {
+                        store: self.store.clone(),
+                        clock: self.clock.clone(),
+                        scope: self.scope.clone(),
+                        limits,
+                    });
+                }
                 Reservation::Locked { until_ms } => return Err(Refusal::Locked { until_ms }),
                 Reservation::Busy if tokio::time::Instant::now() + backoff > deadline => {
                     return Err(Refusal::Busy);
@@ -114,16 +104,20 @@ impl Limiter {
         limit: &Limit,
         outcome: AttemptOutcome,
     ) -> Result<Settled, StoreError> {
-        self.store
-            .settle_attempt(
+        let settled = self
+            .store
+            .settle_attempts(
                 &self.scope,
-                &limit.key,
+                &[(limit.key.as_str(), limit.rule)],
                 self.clock.now_ms(),
-                &limit.rule,
                 outcome,
                 false,
             )
-            .await
+            .await?;
+        settled
+            .into_iter()
+            .next()
+            .ok_or_else(|| StoreError::Corrupt("a settle returned no counter".into()))
     }
 
     /// Until when `key` is locked, counting nothing.
@@ -154,6 +148,10 @@ impl Held {
     }
 }
 
+fn pairs(limits: &[Limit]) -> Vec<(&str, ThrottleRule)> {
+    limits.iter().map(|l| (l.key.as_str(), l.rule)).collect()
+}
+
 async fn settle_all(
     store: &dyn Store,
     clock: &dyn Clock,
@@ -161,27 +159,16 @@ async fn settle_all(
     limits: &[Limit],
     outcome: AttemptOutcome,
 ) -> Vec<Option<Settled>> {
-    let mut out = Vec::with_capacity(limits.len());
-    for limit in limits {
-        let settled = store
-            .settle_attempt(
-                scope,
-                &limit.key,
-                clock.now_ms(),
-                &limit.rule,
-                outcome,
-                true,
-            )
-            .await;
-        out.push(match settled {
-            Ok(s) => Some(s),
-            Err(e) => {
-                tracing::error!(error = %e, "a reservation was not settled; it lapses with its lease");
-                None
-            }
-        });
+    match store
+        .settle_attempts(scope, &pairs(limits), clock.now_ms(), outcome, true)
+        .await
+    {
+        Ok(settled) => settled.into_iter().map(Some).collect(),
+        Err(e) => {
+            tracing::error!(error = %e, "a reservation was not settled; it lapses with its lease");
+            vec![None; limits.len()]
+        }
     }
-    out
 }
 
 impl Drop for Held {

@@ -42,7 +42,7 @@ const MAX_ERROR_PCT: f64 = 1.0;
 /// All clients share 127.0.0.1, so the per-IP request limit is turned off for the run.
 const RATE_LIMIT_ENV: (&str, &str) = ("BASTION_RATE_LIMIT__PER_IP_PER_SECOND", "0");
 /// The endpoint's signing secret (a bench-only value, printed nowhere).
-const WHSEC: &str = "whsec_bench";
+const WHSEC: &str = "whsec_bN8cV3xZ6lK1jH9gF4dS7aP2oI5uY0tR";
 /// The largest amount one posting accepts: enough for ~10^12 debits of 1, i.e. the wallet
 /// never runs dry during a run and every debit takes the success path.
 const CREDIT: i64 = 1_000_000_000_000;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use bastion_store::{
     AttemptDecision, AttemptOutcome, AuditRecord, AuditStore, ChainHead, CheckpointRecord,
     CounterState, Isolation, KeyRingStore, LockoutStore, NewAuditEvent, Reservation, Scope, Sealer,
-    Settled, Store, StoreError, StoreResult, StoredKey, ThrottleRule,
+    Settled, Store, StoreError, StoreResult, StoredKey, ThrottleRule, reserve_all, settle_all,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
@@ -410,21 +410,22 @@ impl KeyRingStore for SqliteStore {
 }
 
 impl SqliteStore {
-    /// Applies a counter rule ([`CounterState`]) to `key`'s row under the database write lock,
-    /// so nodes and processes sharing the file count one by one.
-    #[tracing::instrument(skip_all)]
-    async fn update_counter<R>(
+    /// Applies counter rules ([`CounterState`]) to the rows of `keys` under the database write
+    /// lock, so nodes and processes sharing the file count one by one. `rule` returns the new
+    /// states (`None`: write nothing) and its answer.
+    #[tracing::instrument(skip_all, fields(keys = keys.len()))]
+    async fn update_counters<R>(
         &self,
-        key: &str,
+        keys: &[&str],
         now_ms: i64,
-        rule: impl FnOnce(CounterState) -> (CounterState, R),
+        rule: impl FnOnce(&[CounterState]) -> (Option<Vec<CounterState>>, R),
     ) -> StoreResult<R> {
         let mut conn = self.pool.acquire().await.map_err(db_err)?;
         sqlx::query("BEGIN IMMEDIATE")
             .execute(&mut *conn)
             .await
             .map_err(db_err)?;
-        let outcome = update_counter_in_tx(&mut conn, key, now_ms, rule).await;
+        let outcome = update_counters_in_tx(&mut conn, keys, now_ms, rule).await;
         let end = if outcome.is_ok() {
             "COMMIT"
         } else {
@@ -439,32 +440,38 @@ impl SqliteStore {
     }
 }
 
-async fn update_counter_in_tx<R>(
+async fn update_counters_in_tx<R>(
     conn: &mut sqlx::SqliteConnection,
-    key: &str,
+    keys: &[&str],
     now_ms: i64,
-    rule: impl FnOnce(CounterState) -> (CounterState, R),
+    rule: impl FnOnce(&[CounterState]) -> (Option<Vec<CounterState>>, R),
 ) -> StoreResult<R> {
-    let row = sqlx::query(
-        "SELECT window_start_ms, attempts, locked_until_ms, in_flight, in_flight_until_ms \
-         FROM attempt_counters WHERE key = ?1",
-    )
-    .bind(key)
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(db_err)?;
-    let before = match row {
-        Some(r) => CounterState {
-            window_start_ms: r.try_get(0).map_err(db_err)?,
-            count: r.try_get(1).map_err(db_err)?,
-            locked_until_ms: r.try_get(2).map_err(db_err)?,
-            in_flight: r.try_get(3).map_err(db_err)?,
-            in_flight_until_ms: r.try_get(4).map_err(db_err)?,
-        },
-        None => CounterState::new(now_ms),
-    };
-    let (after, answer) = rule(before);
-    if after != before {
+    let mut before = Vec::with_capacity(keys.len());
+    for key in keys {
+        let row = sqlx::query(
+            "SELECT window_start_ms, attempts, locked_until_ms, in_flight, in_flight_until_ms \
+             FROM attempt_counters WHERE key = ?1",
+        )
+        .bind(key)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db_err)?;
+        before.push(match row {
+            Some(r) => CounterState {
+                window_start_ms: r.try_get(0).map_err(db_err)?,
+                count: r.try_get(1).map_err(db_err)?,
+                locked_until_ms: r.try_get(2).map_err(db_err)?,
+                in_flight: r.try_get(3).map_err(db_err)?,
+                in_flight_until_ms: r.try_get(4).map_err(db_err)?,
+            },
+            None => CounterState::new(now_ms),
+        });
+    }
+    let (after, answer) = rule(&before);
+    for ((key, old), new) in keys.iter().zip(&before).zip(after.iter().flatten()) {
+        if old == new {
+            continue;
+        }
         sqlx::query(
             "INSERT INTO attempt_counters \
                (key, window_start_ms, attempts, locked_until_ms, in_flight, in_flight_until_ms) \
@@ -474,11 +481,11 @@ async fn update_counter_in_tx<R>(
                in_flight = excluded.in_flight, in_flight_until_ms = excluded.in_flight_until_ms",
         )
         .bind(key)
-        .bind(after.window_start_ms)
-        .bind(after.count)
-        .bind(after.locked_until_ms)
-        .bind(after.in_flight)
-        .bind(after.in_flight_until_ms)
+        .bind(new.window_start_ms)
+        .bind(new.count)
+        .bind(new.locked_until_ms)
+        .bind(new.in_flight)
+        .bind(new.in_flight_until_ms)
         .execute(&mut *conn)
         .await
         .map_err(db_err)?;
@@ -534,30 +541,38 @@ impl LockoutStore for SqliteStore {
         })
     }
 
-    async fn reserve_attempt(
+    async fn reserve_attempts(
         &self,
         scope: &Scope,
-        key: &str,
+        limits: &[(&str, ThrottleRule)],
         now_ms: i64,
-        rule: &ThrottleRule,
     ) -> StoreResult<Reservation> {
         require_system(scope)?;
-        self.update_counter(key, now_ms, |s| s.reserve(now_ms, rule))
-            .await
+        let (keys, rules): (Vec<&str>, Vec<ThrottleRule>) = limits.iter().copied().unzip();
+        self.update_counters(&keys, now_ms, |states| {
+            match reserve_all(states, &rules, now_ms) {
+                Ok(next) => (Some(next), Reservation::Granted),
+                Err(refusal) => (None, refusal),
+            }
+        })
+        .await
     }
 
-    async fn settle_attempt(
+    async fn settle_attempts(
         &self,
         scope: &Scope,
-        key: &str,
+        limits: &[(&str, ThrottleRule)],
         now_ms: i64,
-        rule: &ThrottleRule,
         outcome: AttemptOutcome,
         reserved: bool,
-    ) -> StoreResult<Settled> {
+    ) -> StoreResult<Vec<Settled>> {
         require_system(scope)?;
-        self.update_counter(key, now_ms, |s| s.settle(now_ms, rule, outcome, reserved))
-            .await
+        let (keys, rules): (Vec<&str>, Vec<ThrottleRule>) = limits.iter().copied().unzip();
+        self.update_counters(&keys, now_ms, |states| {
+            let (next, settled) = settle_all(states, &rules, now_ms, outcome, reserved);
+            (Some(next), settled)
+        })
+        .await
     }
 
     async fn locked_until(

@@ -270,65 +270,50 @@ pub async fn a8_concurrent_attempts_cannot_slip_past_the_limit<S: Store>(store: 
 
 /// A8: 20 simultaneous reservations against a limit of 10 failures: exactly 10 places, the rest
 /// busy; a pass frees its place and counts nothing; the 10 failures, settled concurrently, start
-/// exactly one lock, which refuses every reservation until it ends.
+/// exactly one lock, which refuses every reservation until it ends. Several limits are reserved
+/// all or none.
 pub async fn a8_reservations_bound_parallel_evaluations_and_one_failure_starts_the_lock<
     S: Store,
 >(
     store: Arc<S>,
 ) {
     let now = 1_700_000_000_000;
-    let reserve_all = |n: usize| {
-        let tasks: Vec<_> = (0..n)
-            .map(|_| {
-                let s = store.clone();
-                tokio::spawn(async move {
-                    s.reserve_attempt(&SYS, "login:victim", now, &RULE)
-                        .await
-                        .unwrap()
-                })
+    let victim = [("login:victim", RULE)];
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let s = store.clone();
+            tokio::spawn(async move {
+                s.reserve_attempts(&SYS, &[("login:victim", RULE)], now)
+                    .await
+                    .unwrap()
             })
-            .collect();
-        async move {
-            let mut out = Vec::new();
-            for t in tasks {
-                out.push(t.await.unwrap());
-            }
-            out
-        }
-    };
-    let got = reserve_all(20).await;
+        })
+        .collect();
+    let mut got = Vec::new();
+    for t in tasks {
+        got.push(t.await.unwrap());
+    }
     let granted = got.iter().filter(|r| **r == Reservation::Granted).count();
     assert_eq!(granted, 10, "{got:?}");
     assert_eq!(got.iter().filter(|r| **r == Reservation::Busy).count(), 10);
     // One pass: its place is free again, and nothing was counted.
     let passed = store
-        .settle_attempt(
-            &SYS,
-            "login:victim",
-            now,
-            &RULE,
-            AttemptOutcome::Passed,
-            true,
-        )
+        .settle_attempts(&SYS, &victim, now, AttemptOutcome::Passed, true)
         .await
         .unwrap();
-    assert_eq!(passed.failures, 0);
+    assert_eq!(passed[0].failures, 0);
     assert_eq!(
-        store
-            .reserve_attempt(&SYS, "login:victim", now, &RULE)
-            .await
-            .unwrap(),
+        store.reserve_attempts(&SYS, &victim, now).await.unwrap(),
         Reservation::Granted
     );
     let tasks: Vec<_> = (0..10)
         .map(|_| {
             let s = store.clone();
             tokio::spawn(async move {
-                s.settle_attempt(
+                s.settle_attempts(
                     &SYS,
-                    "login:victim",
+                    &[("login:victim", RULE)],
                     now,
-                    &RULE,
                     AttemptOutcome::Failed,
                     true,
                 )
@@ -339,7 +324,7 @@ pub async fn a8_reservations_bound_parallel_evaluations_and_one_failure_starts_t
         .collect();
     let mut started = Vec::new();
     for t in tasks {
-        started.extend(t.await.unwrap().lock_started_until_ms);
+        started.extend(t.await.unwrap()[0].lock_started_until_ms);
     }
     assert_eq!(
         started,
@@ -348,7 +333,7 @@ pub async fn a8_reservations_bound_parallel_evaluations_and_one_failure_starts_t
     );
     assert_eq!(
         store
-            .reserve_attempt(&SYS, "login:victim", now + RULE.lockout_ms - 1, &RULE)
+            .reserve_attempts(&SYS, &victim, now + RULE.lockout_ms - 1)
             .await
             .unwrap(),
         Reservation::Locked {
@@ -362,17 +347,33 @@ pub async fn a8_reservations_bound_parallel_evaluations_and_one_failure_starts_t
             .unwrap(),
         Some(now + RULE.lockout_ms)
     );
-    // Another key is untouched; after the lock, a fresh window.
+    // All or none: with the victim locked, a reservation of [other, victim] takes nothing, so
+    // "other" still has all ten places afterwards.
+    let both = [("login:other", RULE), ("login:victim", RULE)];
+    assert!(matches!(
+        store.reserve_attempts(&SYS, &both, now).await.unwrap(),
+        Reservation::Locked { .. }
+    ));
+    for _ in 0..10 {
+        assert_eq!(
+            store
+                .reserve_attempts(&SYS, &[("login:other", RULE)], now)
+                .await
+                .unwrap(),
+            Reservation::Granted
+        );
+    }
     assert_eq!(
         store
-            .reserve_attempt(&SYS, "login:other", now, &RULE)
+            .reserve_attempts(&SYS, &[("login:other", RULE)], now)
             .await
             .unwrap(),
-        Reservation::Granted
+        Reservation::Busy
     );
+    // After the lock, a fresh window.
     assert_eq!(
         store
-            .reserve_attempt(&SYS, "login:victim", now + RULE.lockout_ms, &RULE)
+            .reserve_attempts(&SYS, &victim, now + RULE.lockout_ms)
             .await
             .unwrap(),
         Reservation::Granted
@@ -382,19 +383,13 @@ pub async fn a8_reservations_bound_parallel_evaluations_and_one_failure_starts_t
         user_id: "usr_x".into(),
         org_id: None,
     };
+    assert!(store.reserve_attempts(&user, &victim, now).await.is_err());
     assert!(
         store
-            .reserve_attempt(&user, "login:victim", now, &RULE)
-            .await
-            .is_err()
-    );
-    assert!(
-        store
-            .settle_attempt(
+            .settle_attempts(
                 &Scope::Anonymous,
-                "login:victim",
+                &victim,
                 now,
-                &RULE,
                 AttemptOutcome::Failed,
                 false
             )

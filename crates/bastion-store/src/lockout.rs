@@ -184,6 +184,38 @@ impl CounterState {
     }
 }
 
+/// [`CounterState::reserve`] over several counters: the new states if every one granted, else the
+/// first refusal (and the states must not be written).
+pub fn reserve_all(
+    states: &[CounterState],
+    rules: &[ThrottleRule],
+    now_ms: i64,
+) -> Result<Vec<CounterState>, Reservation> {
+    let mut out = Vec::with_capacity(states.len());
+    for (state, rule) in states.iter().zip(rules) {
+        match state.reserve(now_ms, rule) {
+            (next, Reservation::Granted) => out.push(next),
+            (_, refusal) => return Err(refusal),
+        }
+    }
+    Ok(out)
+}
+
+/// [`CounterState::settle`] over several counters.
+pub fn settle_all(
+    states: &[CounterState],
+    rules: &[ThrottleRule],
+    now_ms: i64,
+    outcome: AttemptOutcome,
+    reserved: bool,
+) -> (Vec<CounterState>, Vec<Settled>) {
+    states
+        .iter()
+        .zip(rules)
+        .map(|(s, rule)| s.settle(now_ms, rule, outcome, reserved))
+        .unzip()
+}
+
 #[async_trait::async_trait]
 pub trait LockoutStore {
     /// Counts one attempt for `key` against a budget and decides, atomically.
@@ -194,27 +226,27 @@ pub trait LockoutStore {
         now_ms: i64,
         rule: &ThrottleRule,
     ) -> StoreResult<AttemptDecision>;
-    /// Takes an in-flight place for one evaluation under a failure limit
-    /// ([`CounterState::reserve`]), atomically across nodes.
-    async fn reserve_attempt(
+    /// Takes an in-flight place for one evaluation under every one of `limits` (key, rule)
+    /// ([`CounterState::reserve`]), in one transaction, atomically across nodes: all places or
+    /// none. A refusal is the first one in `limits` order.
+    async fn reserve_attempts(
         &self,
         scope: &Scope,
-        key: &str,
+        limits: &[(&str, ThrottleRule)],
         now_ms: i64,
-        rule: &ThrottleRule,
     ) -> StoreResult<Reservation>;
-    /// Settles an evaluation ([`CounterState::settle`]); `reserved` says whether it held a place
-    /// (a failure may also be counted against a key nobody reserved, e.g. a distinct-accounts
-    /// counter).
-    async fn settle_attempt(
+    /// Settles an evaluation under every one of `limits` ([`CounterState::settle`]), in one
+    /// transaction; the counters after it, in `limits` order. `reserved` says whether places were
+    /// held (a failure may also be counted against a key nobody reserved, e.g. a
+    /// distinct-accounts counter).
+    async fn settle_attempts(
         &self,
         scope: &Scope,
-        key: &str,
+        limits: &[(&str, ThrottleRule)],
         now_ms: i64,
-        rule: &ThrottleRule,
         outcome: AttemptOutcome,
         reserved: bool,
-    ) -> StoreResult<Settled>;
+    ) -> StoreResult<Vec<Settled>>;
     /// Until when `key` is locked, if it is locked at `now_ms`; counts nothing.
     async fn locked_until(&self, scope: &Scope, key: &str, now_ms: i64)
     -> StoreResult<Option<i64>>;

@@ -286,7 +286,10 @@ impl Licensing {
     ) -> Result<Option<IssuedLicense>, E> {
         let acting = Self::payments(org_id);
         let id = payment_license_id(org_id, payment_ref);
-        match self.issue_as(&acting, policy_id, email, Some(id), true).await {
+        match self
+            .issue_as(&acting, policy_id, email, Some(id), true)
+            .await
+        {
             Ok(issued) => Ok(Some(issued)),
             Err(E::Exists("license")) => Ok(None),
             Err(e) => Err(e),

@@ -259,7 +259,10 @@ mod org_text {
             product: "Bastion".into(),
             link_ttl_minutes: 30,
         };
-        let evil = format!("URGENT: reset your bank password\r\nBcc: x@y {}", "z".repeat(200));
+        let evil = format!(
+            "URGENT: reset your bank password\r\nBcc: x@y {}",
+            "z".repeat(200)
+        );
         let link = "https://a.example/x#token=bml_1";
         for t in [
             Template::OrgInvite {
@@ -281,9 +284,19 @@ mod org_text {
         ] {
             let m = t.render(&b, "ada@example.com");
             assert!(!m.subject.contains("URGENT"), "{}", m.subject);
-            assert!(m.text.contains("\"URGENT: reset your bank password"), "{}", m.text);
-            assert!(!m.text.contains("\r\nBcc"), "control characters are dropped");
-            assert!(!m.text.contains(&"z".repeat(81)), "clipped to 80 characters");
+            assert!(
+                m.text.contains("\"URGENT: reset your bank password"),
+                "{}",
+                m.text
+            );
+            assert!(
+                !m.text.contains("\r\nBcc"),
+                "control characters are dropped"
+            );
+            assert!(
+                !m.text.contains(&"z".repeat(81)),
+                "clipped to 80 characters"
+            );
         }
     }
 }

@@ -212,7 +212,9 @@ impl Webhooks {
                 "a secret is at most {MAX_SECRET_LEN} bytes"
             )));
         }
-        WebhookSecret::parse(scheme, text).map_err(|e| E::Invalid(e.to_string()))?;
+        WebhookSecret::parse(scheme, text)
+            .and_then(|s| s.check_strength())
+            .map_err(|e| E::Invalid(e.to_string()))?;
         let id = new_id("whs").map_err(|_| E::Random)?;
         let sealed = self
             .vault

@@ -8,7 +8,6 @@
 //! both directions: a stale or a future timestamp is refused.
 
 use aws_lc_rs::hmac;
-use aws_lc_rs::signature::{ED25519, UnparsedPublicKey};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use zeroize::Zeroizing;
@@ -88,12 +87,62 @@ impl WebhookSecret {
                 if key.len() != 32 {
                     return Err(SignatureError::BadSecret("whpk_ key must be 32 bytes"));
                 }
+                // A small-order key verifies signatures anyone can make.
+                if !bastion_crypto::signing::ed25519_point_is_strong(&key) {
+                    return Err(SignatureError::BadSecret(
+                        "whpk_ key is not a valid Ed25519 public key",
+                    ));
+                }
                 return Ok(Self::Ed25519(key));
             }
             return Err(SignatureError::BadSecret("expected whsec_… or whpk_…"));
         }
         Ok(Self::Hmac(Zeroizing::new(text.as_bytes().to_vec())))
     }
+
+    /// Refuses an HMAC secret anyone could guess, when an admin sets one: at least
+    /// [`MIN_HMAC_SECRET_BYTES`] bytes and about [`MIN_HMAC_SECRET_BITS`] bits by a byte-frequency
+    /// estimate (a floor that stops "aaaa…" and empty keys, not a proof of randomness). Secrets
+    /// the providers generate pass easily.
+    pub fn check_strength(&self) -> Result<(), SignatureError> {
+        let Self::Hmac(key) = self else {
+            return Ok(());
+        };
+        if key.len() < MIN_HMAC_SECRET_BYTES {
+            return Err(SignatureError::BadSecret(
+                "an HMAC secret must be at least 16 bytes",
+            ));
+        }
+        if estimated_bits(key) < MIN_HMAC_SECRET_BITS {
+            return Err(SignatureError::BadSecret(
+                "the HMAC secret is too predictable; use the one the provider generated",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Shortest HMAC secret accepted from an admin.
+pub const MIN_HMAC_SECRET_BYTES: usize = 16;
+/// Least estimated entropy of an HMAC secret accepted from an admin.
+pub const MIN_HMAC_SECRET_BITS: f64 = 48.0;
+
+/// Length times the Shannon entropy of the secret's byte frequencies.
+fn estimated_bits(key: &[u8]) -> f64 {
+    let mut counts = [0usize; 256];
+    for b in key {
+        counts[usize::from(*b)] += 1;
+    }
+    let n = key.len() as f64;
+    let per_byte: f64 = counts
+        .iter()
+        .filter(|c| **c > 0)
+        .map(|c| {
+            let p = *c as f64 / n;
+            -p * p.log2()
+        })
+        .sum();
+    per_byte * n
 }
 
 /// Why a delivery was refused. None carries a secret, a signature or the body.
@@ -389,9 +438,7 @@ fn standard(
         let signed = [id.as_bytes(), b".", ts_raw.as_bytes(), b".", delivery.body].concat();
         index = secrets.iter().position(|s| match s {
             WebhookSecret::Ed25519(pk) => eds.iter().any(|sig| {
-                UnparsedPublicKey::new(&ED25519, pk)
-                    .verify(&signed, sig)
-                    .is_ok()
+                bastion_crypto::signing::verify_ed25519_strict(pk, &signed, sig).is_ok()
             }),
             WebhookSecret::Hmac(_) => false,
         });

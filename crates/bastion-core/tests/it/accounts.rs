@@ -173,7 +173,9 @@ async fn verification_link_works_once(postgres: bool) {
         return;
     };
     let a = &env.accounts;
-    a.sign_up("ada@example.com", pw(PASSWORD), "192.0.2.1").await.unwrap();
+    a.sign_up("ada@example.com", pw(PASSWORD), "192.0.2.1")
+        .await
+        .unwrap();
     assert!(matches!(
         a.sign_in("ada@example.com", pw(PASSWORD), &device()).await,
         Err(AccountError::EmailNotVerified)
@@ -212,7 +214,9 @@ async fn reset_link_rules(postgres: bool) {
         return;
     };
     let a = &env.accounts;
-    a.sign_up("bo@example.com", pw(PASSWORD), "192.0.2.1").await.unwrap();
+    a.sign_up("bo@example.com", pw(PASSWORD), "192.0.2.1")
+        .await
+        .unwrap();
     a.verify_email(&env.token_for("bo@example.com", 1).await)
         .await
         .unwrap();
@@ -290,7 +294,9 @@ async fn concurrent_resets_have_one_winner(postgres: bool) {
         return;
     };
     let a = &env.accounts;
-    a.sign_up("cy@example.com", pw(PASSWORD), "192.0.2.1").await.unwrap();
+    a.sign_up("cy@example.com", pw(PASSWORD), "192.0.2.1")
+        .await
+        .unwrap();
     env.token_for("cy@example.com", 1).await;
     a.request_link(LinkPurpose::ResetPassword, "cy@example.com", "192.0.2.1")
         .unwrap();

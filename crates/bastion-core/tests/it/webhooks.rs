@@ -510,3 +510,59 @@ fn p2_generic_hmac_with_configured_header_encoding_and_prefix() {
         assert!(WebhookSecret::parse(&s, "  ").is_err());
     }
 }
+
+/// P2: secrets anyone can sign with are refused. An empty or short `whsec_` key, a guessable HMAC
+/// secret and a small-order Ed25519 key (under which "R = identity, s = 0" verifies any message)
+/// are refused where an admin sets them; a small-order `whpk_` key does not even parse, and a
+/// forged small-order signature never verifies.
+#[test]
+fn p2_webhook_secrets_anyone_could_sign_with_are_refused() {
+    let sw = Scheme::StandardWebhooks;
+    let weak =
+        |scheme: &Scheme, s: &str| WebhookSecret::parse(scheme, s).and_then(|k| k.check_strength());
+    assert!(weak(&sw, "whsec_").is_err(), "empty key");
+    assert!(weak(&sw, &format!("whsec_{}", STANDARD.encode([7u8; 8]))).is_err());
+    assert!(weak(&sw, &format!("whsec_{}", STANDARD.encode([7u8; 32]))).is_err());
+    assert!(weak(&Scheme::Stripe, "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa").is_err());
+    assert!(weak(&Scheme::Stripe, "short").is_err());
+    // What the providers generate passes.
+    assert!(weak(&sw, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").is_ok());
+    assert!(weak(&Scheme::Stripe, "whsec_5WbX5kEWLlfzsGNjH64I8lOOqUB6e8FH").is_ok());
+    // The identity point as a public key, with and without its sign bit.
+    let mut identity = [0u8; 32];
+    identity[0] = 1;
+    for key in [identity, {
+        let mut k = identity;
+        k[31] |= 0x80;
+        k
+    }] {
+        assert!(WebhookSecret::parse(&sw, &format!("whpk_{}", STANDARD.encode(key))).is_err());
+    }
+    // A real key with the forged signature: still refused (strict verification checks R).
+    let real = bastion_crypto::signing::Ed25519Signer::from_seed("wh-v1", &[3; 32]).unwrap();
+    let pk = format!("whpk_{}", STANDARD.encode(real.public_key()));
+    let keys = [secret(&sw, &pk)];
+    let mut forged = identity.to_vec();
+    forged.extend([0u8; 32]);
+    let ts = 1_700_000_000i64;
+    let sig = format!("v1a,{}", STANDARD.encode(&forged));
+    let ts_s = ts.to_string();
+    let h = [
+        ("webhook-id", "msg_1"),
+        ("webhook-timestamp", ts_s.as_str()),
+        ("webhook-signature", sig.as_str()),
+    ];
+    assert_eq!(
+        verify(&sw, &keys, &deliver(&h, b"{}"), ts, TOL),
+        Err(E::Mismatch)
+    );
+    // And the genuine signature of the real key verifies.
+    let good = real.sign(format!("msg_1.{ts}.{{}}").as_bytes());
+    let sig = format!("v1a,{}", STANDARD.encode(&good));
+    let h = [
+        ("webhook-id", "msg_1"),
+        ("webhook-timestamp", ts_s.as_str()),
+        ("webhook-signature", sig.as_str()),
+    ];
+    assert!(verify(&sw, &keys, &deliver(&h, b"{}"), ts, TOL).is_ok());
+}

@@ -1036,7 +1036,10 @@ async fn l2_license_mail_to_one_address_is_bounded_per_org_and_keeps_org_text_ou
                 .unwrap()
                 .to_owned();
             assert!(!subject.contains("Acme Desk"), "{subject}");
-            assert!(m.decoded.contains("\"Acme Desk\""), "the name is in the body, quoted");
+            assert!(
+                m.decoded.contains("\"Acme Desk\""),
+                "the name is in the body, quoted"
+            );
         }
     }
 }

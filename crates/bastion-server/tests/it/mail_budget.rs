@@ -25,7 +25,10 @@ async fn post_from(app: &TestApp, ip: &str, path: &str, body: Value) -> (u16, Va
         .send()
         .await
         .unwrap();
-    (res.status().as_u16(), res.json().await.unwrap_or(Value::Null))
+    (
+        res.status().as_u16(),
+        res.json().await.unwrap_or(Value::Null),
+    )
 }
 
 /// Waits until `address` has `count` messages in the outbox, then a little longer, and returns
@@ -89,7 +92,10 @@ async fn a1_a7_once_the_mail_budget_is_spent_every_flow_answers_alike_for_existi
             answers.push(seen);
         }
         assert_eq!(answers[0], answers[1], "{answers:?}");
-        assert_eq!(answers[0][2].0, 201, "the account budget does not refuse an invitation");
+        assert_eq!(
+            answers[0][2].0, 201,
+            "the account budget does not refuse an invitation"
+        );
         assert_eq!(answers[0][7], (429, json!("rate_limited")));
         // Timings of forgot and resend, interleaved, known against unknown.
         let mut times: [Vec<f64>; 2] = Default::default();

@@ -16,7 +16,7 @@ use crate::orgs::{bearer, call, create_org, ok_json};
 use crate::{assert_problem, client};
 
 const STRIPE_KEY: &str = "sk_test_bastion_fake";
-const WHSEC: &str = "whsec_test_first";
+const WHSEC: &str = "whsec_9TnS2vQ4kXcP7mLr1ZyB8eHw3JdF6uGa";
 
 /// A server on SQLite or PostgreSQL that talks to `stripe` (if any) as its Stripe API.
 async fn server(postgres: bool, stripe: Option<&FakeStripe>) -> Option<TestApp> {
@@ -253,14 +253,20 @@ async fn p2_p3_stripe_deliveries_are_verified_over_the_raw_body_stored_once_and_
                 Method::POST,
                 &format!("/v1/orgs/{org}/webhooks/endpoints/{endpoint_id}/secrets"),
                 &owner,
-                Some(json!({ "secret": "whsec_test_second", "overlap_secs": 3600 })),
+                Some(json!({ "secret": "whsec_Qw7Er5Ty2Ui9Op4As6Df1Gh3Jk8Lz0Xc", "overlap_secs": 3600 })),
             )
             .await,
             200,
         )
         .await;
         let (s_old, _) = deliver(&url, WHSEC, now_s(), &event("evt_old")).await;
-        let (s_new, _) = deliver(&url, "whsec_test_second", now_s(), &event("evt_new")).await;
+        let (s_new, _) = deliver(
+            &url,
+            "whsec_Qw7Er5Ty2Ui9Op4As6Df1Gh3Jk8Lz0Xc",
+            now_s(),
+            &event("evt_new"),
+        )
+        .await;
         assert_eq!((s_old, s_new), (200, 200));
         // A rotation with no overlap retires the older secrets at once.
         ok_json(
@@ -269,14 +275,20 @@ async fn p2_p3_stripe_deliveries_are_verified_over_the_raw_body_stored_once_and_
                 Method::POST,
                 &format!("/v1/orgs/{org}/webhooks/endpoints/{endpoint_id}/secrets"),
                 &owner,
-                Some(json!({ "secret": "whsec_test_third", "overlap_secs": 0 })),
+                Some(json!({ "secret": "whsec_Mn4Bv7Cx2Za9Sd1Fg6Hj3Kl8Qw5Er0Ty", "overlap_secs": 0 })),
             )
             .await,
             200,
         )
         .await;
         let (s_old, _) = deliver(&url, WHSEC, now_s(), &event("evt_late")).await;
-        let (s_new, _) = deliver(&url, "whsec_test_third", now_s(), &event("evt_third")).await;
+        let (s_new, _) = deliver(
+            &url,
+            "whsec_Mn4Bv7Cx2Za9Sd1Fg6Hj3Kl8Qw5Er0Ty",
+            now_s(),
+            &event("evt_third"),
+        )
+        .await;
         assert_eq!((s_old, s_new), (400, 200));
         assert_eq!(events(&app, &owner, &org).await.len(), 4);
     }

@@ -116,6 +116,37 @@ fn count(statuses: &[u16], status: u16) -> usize {
     statuses.iter().filter(|s| **s == status).count()
 }
 
+/// `n` concurrent sign-ins, the i-th to `apps[i % len]` as `attempt(i)` = (client address,
+/// email, password); their statuses in order.
+async fn burst(
+    apps: &[TestApp],
+    n: usize,
+    attempt: impl Fn(usize) -> (String, &'static str, &'static str),
+) -> Vec<u16> {
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let url = apps[i % apps.len()].url("/v1/auth/login");
+            let (ip, email, password) = attempt(i);
+            tokio::spawn(async move {
+                client()
+                    .post(url)
+                    .header("x-forwarded-for", ip)
+                    .json(&json!({ "email": email, "password": password }))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.unwrap());
+    }
+    statuses
+}
+
 /// Sixteen clients signing in with the right passwords to 64 accounts from one address for 20 s:
 /// nothing is refused, however many sign-ins that is.
 async fn honest_storm(postgres: bool) {
@@ -189,26 +220,10 @@ async fn wrong_password_burst(postgres: bool) {
         return;
     };
     sign_up(&apps[0], "victim@example.com").await;
-    let tasks: Vec<_> = (0..20)
-        .map(|i| {
-            let url = apps[i % apps.len()].url("/v1/auth/login");
-            tokio::spawn(async move {
-                client()
-                    .post(url)
-                    .header("x-forwarded-for", format!("203.0.113.{}", i + 1))
-                    .json(&json!({ "email": "victim@example.com", "password": WRONG }))
-                    .send()
-                    .await
-                    .unwrap()
-                    .status()
-                    .as_u16()
-            })
-        })
-        .collect();
-    let mut statuses = Vec::new();
-    for t in tasks {
-        statuses.push(t.await.unwrap());
-    }
+    let statuses = burst(&apps, 20, |i| {
+        (format!("203.0.113.{}", i + 1), "victim@example.com", WRONG)
+    })
+    .await;
     assert_eq!(count(&statuses, 401), 10, "{statuses:?}");
     assert_eq!(count(&statuses, 429), 10, "{statuses:?}");
     for (i, app) in apps.iter().enumerate() {
@@ -256,27 +271,11 @@ async fn mixed_burst(postgres: bool) {
         return;
     };
     sign_up(&apps[0], "busy@example.com").await;
-    let tasks: Vec<_> = (0..200)
-        .map(|i| {
-            let url = apps[i % apps.len()].url("/v1/auth/login");
-            let password = if i % 2 == 0 { PASSWORD } else { WRONG };
-            tokio::spawn(async move {
-                client()
-                    .post(url)
-                    .header("x-forwarded-for", "198.51.100.30")
-                    .json(&json!({ "email": "busy@example.com", "password": password }))
-                    .send()
-                    .await
-                    .unwrap()
-                    .status()
-                    .as_u16()
-            })
-        })
-        .collect();
-    let mut statuses = Vec::new();
-    for t in tasks {
-        statuses.push(t.await.unwrap());
-    }
+    let statuses = burst(&apps, 200, |i| {
+        let password = if i % 2 == 0 { PASSWORD } else { WRONG };
+        ("198.51.100.30".to_owned(), "busy@example.com", password)
+    })
+    .await;
     assert!(
         statuses.iter().all(|s| [200, 401, 429].contains(s)),
         "{statuses:?}"
@@ -382,26 +381,10 @@ async fn twelve_right_at_once(postgres: bool) {
         return;
     };
     sign_up(&apps[0], "popular@example.com").await;
-    let tasks: Vec<_> = (0..12)
-        .map(|i| {
-            let url = apps[i % apps.len()].url("/v1/auth/login");
-            tokio::spawn(async move {
-                client()
-                    .post(url)
-                    .header("x-forwarded-for", "198.51.100.40")
-                    .json(&json!({ "email": "popular@example.com", "password": PASSWORD }))
-                    .send()
-                    .await
-                    .unwrap()
-                    .status()
-                    .as_u16()
-            })
-        })
-        .collect();
-    let mut statuses = Vec::new();
-    for t in tasks {
-        statuses.push(t.await.unwrap());
-    }
+    let statuses = burst(&apps, 12, |_| {
+        ("198.51.100.40".to_owned(), "popular@example.com", PASSWORD)
+    })
+    .await;
     assert_eq!(statuses, vec![200; 12]);
 }
 

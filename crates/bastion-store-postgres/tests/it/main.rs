@@ -285,7 +285,7 @@ async fn a8_x3_lockout_holds_across_two_nodes_sharing_the_database() {
             other.clone()
         };
         tasks.push(tokio::spawn(async move {
-            node.reserve_attempt(&Scope::System("login"), "acct:shared", now, &rule)
+            node.reserve_attempts(&Scope::System("login"), &[("acct:shared", rule)], now)
                 .await
                 .unwrap()
         }));
