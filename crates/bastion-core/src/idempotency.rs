@@ -14,6 +14,7 @@ use std::sync::Arc;
 use bastion_store::{Begin, Scope, SealedColumn, Store, StoreError, StoredResponse};
 
 use crate::Clock;
+use crate::audit::{AuditEvent, AuditLog, Category, Outcome};
 use crate::ids::new_id;
 use crate::vault::{Field, Vault, VaultError};
 
@@ -63,6 +64,7 @@ pub struct Idempotency {
     store: Arc<dyn Store>,
     vault: Arc<Vault>,
     clock: Arc<dyn Clock>,
+    audit: Arc<AuditLog>,
     ttl_ms: i64,
 }
 
@@ -102,12 +104,14 @@ impl Idempotency {
         store: Arc<dyn Store>,
         vault: Arc<Vault>,
         clock: Arc<dyn Clock>,
+        audit: Arc<AuditLog>,
         ttl_ms: i64,
     ) -> Self {
         Self {
             store,
             vault,
             clock,
+            audit,
             ttl_ms,
         }
     }
@@ -140,7 +144,15 @@ impl Idempotency {
             Begin::InFlight => Decision::InFlight,
             Begin::Mismatch => Decision::Mismatch,
             Begin::Completed { row_id, response } => {
-                Decision::Replay(self.open(&row_id, &response)?)
+                let kept = self.open(&row_id, &response)?;
+                // A replay answers without the handler: the audit trail still sees it.
+                let ev = AuditEvent::new(Category::Action, "idempotency.replayed", Outcome::Success)
+                    .actor(owner.to_owned())
+                    .details(serde_json::json!({ "record": row_id, "status": kept.status }));
+                if let Err(e) = self.audit.record(ev).await {
+                    tracing::error!(error = %e, "audit write failed");
+                }
+                Decision::Replay(kept)
             }
         })
     }

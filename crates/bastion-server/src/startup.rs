@@ -573,6 +573,7 @@ pub fn auth_services(b: &Bastion, cfg: &Config) -> Result<AuthServices, StartupE
         b.store.clone(),
         b.vault.clone(),
         b.clock.clone(),
+        b.audit.clone(),
         ms(p.idempotency_ttl_hours.saturating_mul(3600)),
     ));
     Ok(AuthServices {

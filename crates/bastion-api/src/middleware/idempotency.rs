@@ -6,7 +6,10 @@
 //! the first still runs, 409 `idempotency_key_in_use`. Server errors, conflicts, timeouts and
 //! rate limits are not kept, nor a request abandoned midway (deadline, client gone), so the
 //! retry runs again. Requests without credentials are not keyed: a stored
-//! sign-in response must never be replayable to whoever holds a captured request.
+//! sign-in response must never be replayable to whoever holds a captured request. A response
+//! that carries a secret or tokens (`Cache-Control: no-store`) is never kept: its replay is 409
+//! `idempotency_response_withheld`. Keys are per principal and, in an org's paths, per the
+//! caller's current standing there (see [`owner`]); every replay is audited.
 
 use axum::body::{Body, to_bytes};
 use axum::extract::{Request, State};
@@ -31,17 +34,46 @@ fn problem(status: StatusCode, code: &'static str, detail: &str) -> Response {
     .into_response()
 }
 
-/// The principal a key belongs to: the user behind an access token, or the API key itself.
-async fn owner(state: &AppState, bearer: Option<String>) -> Option<String> {
+/// The principal a key belongs to: the API key itself (a revoked key has none), or the user
+/// behind an access token together with their current standing in the org the path names. A
+/// stored response is thereby out of reach once that standing changes: the retry runs, and is
+/// authorized, as a new request.
+async fn owner(state: &AppState, bearer: Option<String>, path: &str) -> Option<String> {
     let token = bearer?;
     let token = token.trim();
     if token.starts_with("bst_sk_") || token.starts_with("bst_pk_") {
         let key = state.orgs.authenticate_key(token).await.ok()?;
-        Some(format!("key:{}", key.key_id))
-    } else {
-        let principal = state.sessions.authenticate(token).await.ok()?;
-        Some(format!("user:{}", principal.user_id))
+        return Some(format!("key:{}", key.key_id));
     }
+    let principal = state.sessions.authenticate(token).await.ok()?;
+    let user = format!("user:{}", principal.user_id);
+    let Some(org) = org_in_path(path) else {
+        return Some(user);
+    };
+    let caller = bastion_core::orgs::Caller::user(&principal.user_id);
+    let standing = match state.orgs.access(&caller, org).await {
+        Ok(access) => access.level.map_or(0, |l| l.value()),
+        Err(_) => 0,
+    };
+    Some(format!("{user}@{org}:{standing}"))
+}
+
+/// The org id of a `/v1/orgs/{org}/…` path.
+fn org_in_path(path: &str) -> Option<&str> {
+    let rest = path.strip_prefix("/v1/orgs/")?;
+    let org = rest.split(['/', '?']).next()?;
+    (!org.is_empty()).then_some(org)
+}
+
+/// What is kept for a response that carried a secret or tokens (`Cache-Control: no-store`):
+/// never the response itself, so a retry learns that the request ran, not its secret.
+fn withheld() -> Response {
+    problem(
+        StatusCode::CONFLICT,
+        "idempotency_response_withheld",
+        "the request with this Idempotency-Key completed; its response carried a secret and is \
+         not kept, so look the result up instead",
+    )
 }
 
 pub async fn idempotent(State(state): State<AppState>, req: Request, next: Next) -> Response {
@@ -64,7 +96,7 @@ pub async fn idempotent(State(state): State<AppState>, req: Request, next: Next)
     // Bad credentials are the handler's to refuse, with its own answer.
     // Owned before awaiting: a request body is not `Sync`, so no borrow of it may cross.
     let bearer = crate::extract::bearer_token(req.headers()).map(str::to_owned);
-    let Some(owner) = owner(&state, bearer).await else {
+    let Some(owner) = owner(&state, bearer, req.uri().path()).await else {
         return next.run(req).await;
     };
     let (parts, body) = req.into_parts();
@@ -131,21 +163,22 @@ pub async fn idempotent(State(state): State<AppState>, req: Request, next: Next)
         claim.release().await;
         return ApiError::Internal("response body unreadable".into()).into_response();
     };
-    let row_id = claim.keep();
-    let kept = Kept {
-        status: status.as_u16(),
-        headers: KEPT_HEADERS
-            .iter()
-            .filter_map(|n| {
-                parts
-                    .headers
-                    .get(*n)
-                    .and_then(|v| v.to_str().ok())
-                    .map(|v| ((*n).to_owned(), v.to_owned()))
-            })
-            .collect(),
-        body: bytes.to_vec(),
+    let secret = parts
+        .headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .any(|v| v.to_str().is_ok_and(|v| v.contains("no-store")));
+    let kept = if secret {
+        let (w_parts, w_body) = withheld().into_parts();
+        let Ok(w_bytes) = to_bytes(w_body, usize::MAX).await else {
+            claim.release().await;
+            return ApiError::Internal("response body unreadable".into()).into_response();
+        };
+        keepable(w_parts.status, &w_parts.headers, &w_bytes)
+    } else {
+        keepable(status, &parts.headers, &bytes)
     };
+    let row_id = claim.keep();
     if let Err(e) = state.idempotency.complete(&row_id, &kept).await {
         // The effect happened; a retry will find the key in flight until it expires, never
         // run twice.
@@ -155,6 +188,23 @@ pub async fn idempotent(State(state): State<AppState>, req: Request, next: Next)
         .headers
         .insert(REPLAYED, HeaderValue::from_static("false"));
     Response::from_parts(parts, Body::from(bytes))
+}
+
+/// The parts of a response worth replaying.
+fn keepable(status: StatusCode, headers: &axum::http::HeaderMap, body: &[u8]) -> Kept {
+    Kept {
+        status: status.as_u16(),
+        headers: KEPT_HEADERS
+            .iter()
+            .filter_map(|n| {
+                headers
+                    .get(*n)
+                    .and_then(|v| v.to_str().ok())
+                    .map(|v| ((*n).to_owned(), v.to_owned()))
+            })
+            .collect(),
+        body: body.to_vec(),
+    }
 }
 
 /// A claimed key while its request runs: released when dropped unless kept.

@@ -1,6 +1,7 @@
 //! Accounts, sign-in, token refresh and per-device sessions (SPEC A1–A4, A8).
 
 use axum::Json;
+use axum::response::Response;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use bastion_core::links::LinkPurpose;
@@ -220,20 +221,19 @@ pub async fn login(
     ip: Option<axum::Extension<ClientIp>>,
     headers: HeaderMap,
     JsonBody(body): JsonBody<LoginIn>,
-) -> Result<Json<TokensOut>, ApiError> {
+) -> Result<Response, ApiError> {
     let dev = device(
         &headers,
         ip.map(|e| e.0),
         body.device_name.as_deref(),
         body.platform.as_deref(),
     );
-    Ok(Json(
-        state
-            .accounts
-            .sign_in(&body.email, body.password, &dev)
-            .await?
-            .into(),
-    ))
+    let tokens: TokensOut = state
+        .accounts
+        .sign_in(&body.email, body.password, &dev)
+        .await?
+        .into();
+    Ok(super::no_store(Json(tokens)))
 }
 
 /// Exchanges a refresh token for a new pair (the old one is used up).
@@ -242,10 +242,9 @@ pub async fn login(
 pub async fn refresh(
     State(state): State<AppState>,
     JsonBody(body): JsonBody<RefreshIn>,
-) -> Result<Json<TokensOut>, ApiError> {
-    Ok(Json(
-        state.sessions.refresh(&body.refresh_token).await?.into(),
-    ))
+) -> Result<Response, ApiError> {
+    let tokens: TokensOut = state.sessions.refresh(&body.refresh_token).await?.into();
+    Ok(super::no_store(Json(tokens)))
 }
 
 /// Ends the current session.

@@ -9,8 +9,8 @@
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use bastion_core::licenses::{ActivationRequest, MachineCertificate, PolicyInput};
 use bastion_crypto::license::LicensePublicKey;
 use bastion_store::{LicenseRow, MachineRow, PolicyRow, ProductRow};
@@ -30,13 +30,7 @@ fn ip_of(ip: Option<axum::Extension<ClientIp>>) -> String {
     ip.map(|e| e.0.0.to_string()).unwrap_or_default()
 }
 
-/// An answer that must not be cached (it carries a key or a certificate).
-fn no_store(resp: impl IntoResponse) -> Response {
-    let mut resp = resp.into_response();
-    resp.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    resp
-}
+use super::no_store;
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -452,7 +452,7 @@ pub async fn create_api_key(
     OrgAuth(caller): OrgAuth,
     Path(org_id): Path<String>,
     JsonBody(body): JsonBody<ApiKeyIn>,
-) -> Result<(StatusCode, Json<IssuedKeyOut>), ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     let org_id = id(&org_id, "org")?;
     let kind = KeyKind::parse(&body.kind).ok_or_else(|| ApiError::Invalid {
         status: StatusCode::UNPROCESSABLE_ENTITY,
@@ -463,13 +463,13 @@ pub async fn create_api_key(
         .orgs
         .create_api_key(&caller, org_id, kind, &body.name)
         .await?;
-    Ok((
+    Ok(super::no_store((
         StatusCode::CREATED,
         Json(IssuedKeyOut {
             secret: issued.key.expose_secret().to_owned(),
             key: issued.row.into(),
         }),
-    ))
+    )))
 }
 
 #[utoipa::path(get, path = "/v1/orgs/{org_id}/api-keys", tag = "orgs",

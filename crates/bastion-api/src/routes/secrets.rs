@@ -4,8 +4,8 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use bastion_store::{ProjectRow, SecretMeta};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -243,9 +243,5 @@ pub async fn reveal(
         secret: revealed.meta.into(),
         value: revealed.value.expose_secret().to_owned(),
     };
-    let mut resp = Json(out).into_response();
-    // A revealed value must not sit in a browser or proxy cache.
-    resp.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(resp)
+    Ok(super::no_store(Json(out)))
 }

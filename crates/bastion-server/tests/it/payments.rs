@@ -736,7 +736,8 @@ async fn p4_an_idempotent_post_retried_with_the_same_key_replays_and_changes_not
         )
         .await;
 
-        // A license issued with a key: the retry returns the same key, and one license exists.
+        // A license issued with a key: the retry does not issue again, and does not hand out the
+        // key a second time either (a response with a secret is never kept).
         let policy = policy(&app, &owner, &org).await;
         let issue = json!({ "policy_id": policy, "email": "buyer@example.com" });
         let lpath = format!("/v1/orgs/{org}/licenses");
@@ -745,13 +746,11 @@ async fn p4_an_idempotent_post_retried_with_the_same_key_replays_and_changes_not
             .json()
             .await
             .unwrap();
-        let b: Value = keyed(&app, &owner, &lpath, "issue-1", &issue)
-            .await
-            .json()
-            .await
-            .unwrap();
         assert!(a["key"].as_str().unwrap().starts_with("BSTL1."), "{a}");
-        assert_eq!(a["key"], b["key"]);
+        let b = keyed(&app, &owner, &lpath, "issue-1", &issue).await;
+        assert_eq!(b.headers()["idempotency-replayed"], "true");
+        let b = assert_problem(b, 409, "idempotency_response_withheld").await;
+        assert!(!b.to_string().contains("BSTL1."), "{b}");
         assert_eq!(licenses(&app, &owner, &org).await.len(), 1);
     }
 }
@@ -1010,4 +1009,52 @@ async fn p4_a_request_cut_off_by_the_deadline_frees_its_key_for_the_retry() {
         2,
         "the cut-off attempt and the retry"
     );
+}
+
+/// P4 with S4 and A3: a replay is re-authorized (a member removed from the org retries a stored
+/// request and meets the org's answer for a stranger, not the stored success), a response that
+/// carried tokens or a secret is never replayed (a refresh retried after its grace window gets no
+/// tokens), and every replay is audited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p4_s4_a3_a_replay_is_reauthorized_never_carries_tokens_or_secrets_and_is_audited() {
+    for app in both(None).await {
+        let (owner, org) = owner_and_org(&app, "boss@example.com").await;
+        let wallet = org_wallet(&app, &owner, &org, 100).await;
+        let (admin, admin_id) =
+            crate::orgs::member(&app, &org, &owner, "admin@example.com", "admin").await;
+        let path = format!("/v1/orgs/{org}/wallets/{wallet}/postings");
+        let debit = json!({ "kind": "debit", "amount": 10, "memo": "usage" });
+        assert_eq!(keyed(&app, &admin, &path, "k-1", &debit).await.status(), 201);
+        let replay = keyed(&app, &admin, &path, "k-1", &debit).await;
+        assert_eq!(replay.headers()["idempotency-replayed"], "true");
+        // The owner removes the admin: the stored success is out of the admin's reach.
+        let res = call(
+            &app,
+            Method::DELETE,
+            &format!("/v1/orgs/{org}/members/{admin_id}"),
+            &owner,
+            None,
+        )
+        .await;
+        assert!(res.status().is_success(), "{}", res.status());
+        let after = keyed(&app, &admin, &path, "k-1", &debit).await;
+        assert_ne!(after.headers()["idempotency-replayed"], "true");
+        assert_problem(after, 404, "not_found").await;
+        assert_eq!(wallets(&app, &owner, &org).await[0]["balance"], 90, "debited once");
+
+        // Tokens: a refresh with a key is answered once; its retry gets no tokens.
+        let tokens = crate::auth::signup_and_login(&app, "rot@example.com").await;
+        let auth = bearer(&tokens);
+        let body = json!({ "refresh_token": tokens["refresh_token"] });
+        let first = keyed(&app, &auth, "/v1/auth/refresh", "r-1", &body).await;
+        assert_eq!(first.status(), 200);
+        assert_eq!(first.headers()["cache-control"], "no-store");
+        let again = keyed(&app, &auth, "/v1/auth/refresh", "r-1", &body).await;
+        let problem = assert_problem(again, 409, "idempotency_response_withheld").await;
+        assert!(!problem.to_string().contains("bst_rt_"), "{problem}");
+
+        // Every replay is in the audit trail: the admin's one, the license-free refresh's one.
+        let replays = crate::signin_limits::audit_rows(&app, "idempotency.replayed").await;
+        assert_eq!(replays.len(), 2, "{replays:?}");
+    }
 }

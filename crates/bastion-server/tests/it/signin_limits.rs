@@ -87,7 +87,7 @@ async fn login(app: &TestApp, ip: &str, email: &str, password: &str) -> reqwest:
 }
 
 /// Audit rows with `action`, read straight from the database (sign-in events belong to no org).
-async fn audit_rows(app: &TestApp, action: &str) -> Vec<String> {
+pub(crate) async fn audit_rows(app: &TestApp, action: &str) -> Vec<String> {
     let url = &app.config.database_url;
     if url.starts_with("postgres") {
         let pool = sqlx::PgPool::connect(url).await.unwrap();
