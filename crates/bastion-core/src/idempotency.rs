@@ -146,9 +146,10 @@ impl Idempotency {
             Begin::Completed { row_id, response } => {
                 let kept = self.open(&row_id, &response)?;
                 // A replay answers without the handler: the audit trail still sees it.
-                let ev = AuditEvent::new(Category::Action, "idempotency.replayed", Outcome::Success)
-                    .actor(owner.to_owned())
-                    .details(serde_json::json!({ "record": row_id, "status": kept.status }));
+                let ev =
+                    AuditEvent::new(Category::Action, "idempotency.replayed", Outcome::Success)
+                        .actor(owner.to_owned())
+                        .details(serde_json::json!({ "record": row_id, "status": kept.status }));
                 if let Err(e) = self.audit.record(ev).await {
                     tracing::error!(error = %e, "audit write failed");
                 }

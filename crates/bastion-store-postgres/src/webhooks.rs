@@ -279,7 +279,12 @@ impl WebhookStore for PgStore {
         tx.commit().await.map_err(db_err)
     }
 
-    async fn record_event(&self, scope: &Scope, ev: &EventRow) -> StoreResult<Recorded> {
+    async fn record_event(
+        &self,
+        scope: &Scope,
+        ev: &EventRow,
+        signed_digest: Option<&[u8; 32]>,
+    ) -> StoreResult<Recorded> {
         require_system(scope)?;
         // A received event without a due time is due on arrival.
         let next_attempt_ms = match ev.status {
@@ -290,9 +295,9 @@ impl WebhookStore for PgStore {
         // ON CONFLICT waits out a concurrent insert of the same delivery and then does nothing,
         // so exactly one caller inserts; the others read its committed row next.
         let sql = format!(
-            "INSERT INTO webhook_events ({EVENT_COLS}) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
-             ON CONFLICT (endpoint_id, event_id) DO NOTHING RETURNING {EVENT_COLS}"
+            "INSERT INTO webhook_events ({EVENT_COLS}, signed_digest) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+             ON CONFLICT DO NOTHING RETURNING {EVENT_COLS}"
         );
         let inserted = sqlx::query(&sql)
             .bind(&ev.id)
@@ -308,6 +313,7 @@ impl WebhookStore for PgStore {
             .bind(next_attempt_ms)
             .bind(&ev.last_error)
             .bind(ev.processed_ms)
+            .bind(signed_digest.map(|d| d.to_vec()))
             .fetch_optional(&mut *tx)
             .await
             .map_err(|e| write_err(e, "event_exists"))?;
@@ -315,11 +321,14 @@ impl WebhookStore for PgStore {
             Some(row) => Recorded::New(event(&row)?),
             None => {
                 let sql = format!(
-                    "SELECT {EVENT_COLS} FROM webhook_events WHERE endpoint_id = $1 AND event_id = $2"
+                    "SELECT {EVENT_COLS} FROM webhook_events \
+                     WHERE endpoint_id = $1 AND (event_id = $2 OR signed_digest = $3) \
+                     ORDER BY received_ms, id LIMIT 1"
                 );
                 let existing = sqlx::query(&sql)
                     .bind(&ev.endpoint_id)
                     .bind(&ev.event_id)
+                    .bind(signed_digest.map(|d| d.to_vec()))
                     .fetch_optional(&mut *tx)
                     .await
                     .map_err(db_err)?;

@@ -265,7 +265,12 @@ impl WebhookStore for SqliteStore {
         SqliteStore::end_immediate(conn, result).await
     }
 
-    async fn record_event(&self, scope: &Scope, ev: &EventRow) -> StoreResult<Recorded> {
+    async fn record_event(
+        &self,
+        scope: &Scope,
+        ev: &EventRow,
+        signed_digest: Option<&[u8; 32]>,
+    ) -> StoreResult<Recorded> {
         require_system(scope)?;
         // A received event without a due time is due on arrival.
         let next_attempt_ms = match ev.status {
@@ -274,9 +279,9 @@ impl WebhookStore for SqliteStore {
         };
         // One statement: of concurrent deliveries exactly one inserts; the others find its row.
         let sql = format!(
-            "INSERT INTO webhook_events ({EVENT_COLS}) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-             ON CONFLICT (endpoint_id, event_id) DO NOTHING RETURNING {EVENT_COLS}"
+            "INSERT INTO webhook_events ({EVENT_COLS}, signed_digest) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT DO NOTHING RETURNING {EVENT_COLS}"
         );
         let inserted = sqlx::query(&sql)
             .bind(&ev.id)
@@ -292,6 +297,7 @@ impl WebhookStore for SqliteStore {
             .bind(next_attempt_ms)
             .bind(&ev.last_error)
             .bind(ev.processed_ms)
+            .bind(signed_digest.map(|d| d.to_vec()))
             .fetch_optional(&self.pool)
             .await
             .map_err(|e| write_err(e, "event_exists"))?;
@@ -299,11 +305,14 @@ impl WebhookStore for SqliteStore {
             return Ok(Recorded::New(event(&row)?));
         }
         let sql = format!(
-            "SELECT {EVENT_COLS} FROM webhook_events WHERE endpoint_id = ? AND event_id = ?"
+            "SELECT {EVENT_COLS} FROM webhook_events \
+             WHERE endpoint_id = ?1 AND (event_id = ?2 OR signed_digest = ?3) \
+             ORDER BY received_ms, id LIMIT 1"
         );
         let existing = sqlx::query(&sql)
             .bind(&ev.endpoint_id)
             .bind(&ev.event_id)
+            .bind(signed_digest.map(|d| d.to_vec()))
             .fetch_optional(&self.pool)
             .await
             .map_err(db_err)?;

@@ -151,9 +151,17 @@ pub trait WebhookStore {
         overlap_until_ms: i64,
     ) -> StoreResult<()>;
 
-    /// Inserts a verified event unless `(endpoint_id, event_id)` is already there, atomically:
-    /// of any number of concurrent calls with one event id exactly one sees `New`.
-    async fn record_event(&self, scope: &Scope, event: &EventRow) -> StoreResult<Recorded>;
+    /// Inserts a verified event unless `(endpoint_id, event_id)` or `(endpoint_id,
+    /// signed_digest)` is already there, atomically: of any number of concurrent calls with one
+    /// event id or one digest exactly one sees `New`. `signed_digest` is a digest of what the
+    /// signature covered, so a captured delivery re-sent under a new, unsigned id is the same
+    /// event (SPEC P3).
+    async fn record_event(
+        &self,
+        scope: &Scope,
+        event: &EventRow,
+        signed_digest: Option<&[u8; 32]>,
+    ) -> StoreResult<Recorded>;
     /// Claims an event for processing: only a `received` or `failed` event due at `now_ms`, or
     /// a `processing` one whose lease has run out, becomes `processing` with
     /// `next_attempt_ms = now + lease_ms` and `attempts + 1`. `None` when another worker has

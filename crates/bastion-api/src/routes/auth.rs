@@ -1,9 +1,9 @@
 //! Accounts, sign-in, token refresh and per-device sessions (SPEC A1–A4, A8).
 
 use axum::Json;
-use axum::response::Response;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::Response;
 use bastion_core::links::LinkPurpose;
 use bastion_core::sessions::{Device, IssuedTokens};
 use secrecy::{ExposeSecret, SecretString};

@@ -124,6 +124,25 @@ fn event_key(named: Option<String>, body: &[u8]) -> String {
     }
 }
 
+/// A digest of what the signature covered: the signed timestamp where the scheme signs one, and
+/// the body. A delivery re-sent under a fresh delivery id that no signature covers (GitHub's
+/// `X-GitHub-Delivery`, Twilio's idempotency token, a generic `x-webhook-id`) has the same
+/// digest, so it is the same event (SPEC P3).
+fn signed_digest(verified: &signature::Verified, body: &[u8]) -> [u8; 32] {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    let ts = verified
+        .timestamp
+        .map(|t| t.to_string())
+        .unwrap_or_default();
+    for part in [b"bastion-webhook-v1".as_slice(), ts.as_bytes(), body] {
+        ctx.update(&(part.len() as u64).to_be_bytes());
+        ctx.update(part);
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
+}
+
 fn body_digest(body: &[u8]) -> Vec<u8> {
     aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, body)
         .as_ref()
@@ -188,7 +207,12 @@ impl Webhooks {
             last_error: None,
             processed_ms: None,
         };
-        match self.store.record_event(&SYSTEM, &row).await? {
+        let digest = signed_digest(&verified, delivery.body);
+        match self
+            .store
+            .record_event(&SYSTEM, &row, Some(&digest))
+            .await?
+        {
             Recorded::Duplicate(existing) => {
                 self.record(
                     AuditEvent::new(Category::Webhook, "webhook.replayed", Outcome::Success)

@@ -1024,7 +1024,10 @@ async fn p4_s4_a3_a_replay_is_reauthorized_never_carries_tokens_or_secrets_and_i
             crate::orgs::member(&app, &org, &owner, "admin@example.com", "admin").await;
         let path = format!("/v1/orgs/{org}/wallets/{wallet}/postings");
         let debit = json!({ "kind": "debit", "amount": 10, "memo": "usage" });
-        assert_eq!(keyed(&app, &admin, &path, "k-1", &debit).await.status(), 201);
+        assert_eq!(
+            keyed(&app, &admin, &path, "k-1", &debit).await.status(),
+            201
+        );
         let replay = keyed(&app, &admin, &path, "k-1", &debit).await;
         assert_eq!(replay.headers()["idempotency-replayed"], "true");
         // The owner removes the admin: the stored success is out of the admin's reach.
@@ -1040,7 +1043,11 @@ async fn p4_s4_a3_a_replay_is_reauthorized_never_carries_tokens_or_secrets_and_i
         let after = keyed(&app, &admin, &path, "k-1", &debit).await;
         assert_ne!(after.headers()["idempotency-replayed"], "true");
         assert_problem(after, 404, "not_found").await;
-        assert_eq!(wallets(&app, &owner, &org).await[0]["balance"], 90, "debited once");
+        assert_eq!(
+            wallets(&app, &owner, &org).await[0]["balance"],
+            90,
+            "debited once"
+        );
 
         // Tokens: a refresh with a key is answered once; its retry gets no tokens.
         let tokens = crate::auth::signup_and_login(&app, "rot@example.com").await;
@@ -1056,5 +1063,86 @@ async fn p4_s4_a3_a_replay_is_reauthorized_never_carries_tokens_or_secrets_and_i
         // Every replay is in the audit trail: the admin's one, the license-free refresh's one.
         let replays = crate::signin_limits::audit_rows(&app, "idempotency.replayed").await;
         assert_eq!(replays.len(), 2, "{replays:?}");
+    }
+}
+
+/// P3: a GitHub delivery's id (`X-GitHub-Delivery`) is not covered by its signature, so a captured
+/// delivery re-sent under a fresh id is still the same event: answered as a duplicate and stored
+/// once. A genuinely different body is a new event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p3_a_captured_delivery_re_sent_under_a_new_unsigned_id_is_the_same_event() {
+    const SECRET: &str = "gh-3f9Kq7Lm2Xw8Zr5Tn1Bv6Hc4Jd0Ps";
+    for app in both(None).await {
+        let (owner, org) = owner_and_org(&app, "hooks@example.com").await;
+        let e = ok_json(
+            call(
+                &app,
+                Method::POST,
+                &format!("/v1/orgs/{org}/webhooks/endpoints"),
+                &owner,
+                Some(json!({ "name": "repo", "provider": "github", "secrets": [SECRET] })),
+            )
+            .await,
+            201,
+        )
+        .await;
+        let path = e["path"].as_str().unwrap().to_owned();
+        let send = |body: &'static [u8], delivery: &'static str| {
+            let url = app.url(&path);
+            async move {
+                let key =
+                    aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, SECRET.as_bytes());
+                let sig: String = aws_lc_rs::hmac::sign(&key, body)
+                    .as_ref()
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect();
+                let res = client()
+                    .post(url)
+                    .header("content-type", "application/json")
+                    .header("x-github-event", "push")
+                    .header("x-github-delivery", delivery)
+                    .header("x-hub-signature-256", format!("sha256={sig}"))
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap();
+                let status = res.status().as_u16();
+                (status, res.json::<Value>().await.unwrap())
+            }
+        };
+        let body: &[u8] = br#"{"ref":"refs/heads/main","after":"abc123"}"#;
+        let (s1, first) = send(body, "d-1").await;
+        assert_eq!(
+            (s1, first["duplicate"].clone()),
+            (200, json!(false)),
+            "{first}"
+        );
+        let (s2, again) = send(body, "d-2-forged").await;
+        assert_eq!(
+            (s2, again["duplicate"].clone()),
+            (200, json!(true)),
+            "{again}"
+        );
+        let (s3, other) = send(br#"{"ref":"refs/heads/main","after":"def456"}"#, "d-3").await;
+        assert_eq!(
+            (s3, other["duplicate"].clone()),
+            (200, json!(false)),
+            "{other}"
+        );
+        let events = ok_json(
+            call(
+                &app,
+                Method::GET,
+                &format!("/v1/orgs/{org}/webhooks/events"),
+                &owner,
+                None,
+            )
+            .await,
+            200,
+        )
+        .await;
+        let n = events["events"].as_array().map_or(0, Vec::len);
+        assert_eq!(n, 2, "{events}");
     }
 }

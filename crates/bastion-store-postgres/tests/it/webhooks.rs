@@ -103,7 +103,7 @@ async fn p2_webhook_secrets_are_the_system_paths_alone_and_policies_hold_on_dire
         .await
         .unwrap();
     store
-        .record_event(&sys, &event("wev_1", "whe_1", "org_a"))
+        .record_event(&sys, &event("wev_1", "whe_1", "org_a"), None)
         .await
         .unwrap();
     store

@@ -87,7 +87,7 @@ async fn webhook_org<S: Store>(store: &S) -> Scope {
 /// Records `ev`, which must be new.
 async fn record_new<S: Store>(store: &S, ev: &EventRow) {
     assert_eq!(
-        store.record_event(&HOOKS, ev).await.unwrap(),
+        store.record_event(&HOOKS, ev, None).await.unwrap(),
         Recorded::New(ev.clone())
     );
 }
@@ -109,7 +109,7 @@ pub async fn p3_an_event_is_recorded_once_per_endpoint_even_concurrently<S: Stor
         let s = store.clone();
         tasks.push(tokio::spawn(async move {
             let ev = event_row(&format!("wev_{i:03}"), "whe_1", "org_a", "evt_1", NOW + i);
-            s.record_event(&HOOKS, &ev).await.unwrap()
+            s.record_event(&HOOKS, &ev, None).await.unwrap()
         }));
     }
     let mut new = Vec::new();
@@ -141,11 +141,39 @@ pub async fn p3_an_event_is_recorded_once_per_endpoint_even_concurrently<S: Stor
     let mut replay = event_row("wev_replay", "whe_1", "org_a", "evt_1", NOW + 500);
     replay.payload = b"tampered".to_vec();
     assert_eq!(
-        store.record_event(&HOOKS, &replay).await.unwrap(),
+        store.record_event(&HOOKS, &replay, None).await.unwrap(),
         Recorded::Duplicate(first.clone())
     );
     assert_eq!(store.event(&SYS, "wev_replay").await.unwrap(), None);
 
+    // A captured delivery re-sent under a new, unsigned id: the same signed digest finds the
+    // first row; a new digest with a new id is a new event.
+    let digest = [7u8; 32];
+    let signed = event_row("wev_signed", "whe_1", "org_a", "evt_signed", NOW + 100);
+    assert_eq!(
+        store
+            .record_event(&HOOKS, &signed, Some(&digest))
+            .await
+            .unwrap(),
+        Recorded::New(signed.clone())
+    );
+    let resent = event_row("wev_resent", "whe_1", "org_a", "evt_fresh_id", NOW + 101);
+    assert_eq!(
+        store
+            .record_event(&HOOKS, &resent, Some(&digest))
+            .await
+            .unwrap(),
+        Recorded::Duplicate(signed.clone())
+    );
+    assert_eq!(store.event(&SYS, "wev_resent").await.unwrap(), None);
+    let fresh = event_row("wev_fresh", "whe_1", "org_a", "evt_fresh_id", NOW + 102);
+    assert_eq!(
+        store
+            .record_event(&HOOKS, &fresh, Some(&[8u8; 32]))
+            .await
+            .unwrap(),
+        Recorded::New(fresh.clone())
+    );
     // The same provider id at another endpoint is a separate event.
     let other = event_row("wev_other", "whe_2", "org_a", "evt_1", NOW + 600);
     record_new(&*store, &other).await;
@@ -155,19 +183,24 @@ pub async fn p3_an_event_is_recorded_once_per_endpoint_even_concurrently<S: Stor
             .await
             .unwrap()
             .len(),
-        2
+        4
     );
     // An endpoint that is not there, or an event filed under another org than its endpoint's.
     let r = store
         .record_event(
             &HOOKS,
             &event_row("wev_x", "whe_gone", "org_a", "evt_1", NOW),
+            None,
         )
         .await;
     assert!(matches!(r, Err(StoreError::NotFound)), "{r:?}");
     org_with(&*store, "org_b", &[("usr_b", 100)]).await;
     let r = store
-        .record_event(&HOOKS, &event_row("wev_x", "whe_1", "org_b", "evt_9", NOW))
+        .record_event(
+            &HOOKS,
+            &event_row("wev_x", "whe_1", "org_b", "evt_9", NOW),
+            None,
+        )
         .await;
     assert!(matches!(r, Err(StoreError::NotFound)), "{r:?}");
 }
@@ -815,7 +848,11 @@ pub async fn p2_endpoints_and_events_are_org_scoped<S: Store>(store: Arc<S>) {
         Scope::Anonymous,
     ] {
         let r = store
-            .record_event(&scope, &event_row("wev_x", "whe_1", "org_a", "evt_x", NOW))
+            .record_event(
+                &scope,
+                &event_row("wev_x", "whe_1", "org_a", "evt_x", NOW),
+                None,
+            )
             .await;
         assert!(matches!(r, Err(StoreError::Forbidden)), "{scope:?}: {r:?}");
         let r = store.claim_event(&scope, "wev_1", NOW, LEASE).await;
@@ -981,7 +1018,11 @@ pub async fn p3_deleting_an_endpoint_or_org_takes_secrets_and_events_along<S: St
     );
     // A delivery to the deleted endpoint finds nothing to file under.
     let r = store
-        .record_event(&HOOKS, &event_row("wev_9", "whe_1", "org_a", "evt_9", NOW))
+        .record_event(
+            &HOOKS,
+            &event_row("wev_9", "whe_1", "org_a", "evt_9", NOW),
+            None,
+        )
         .await;
     assert!(matches!(r, Err(StoreError::NotFound)), "{r:?}");
 
