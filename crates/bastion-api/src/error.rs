@@ -308,6 +308,10 @@ impl From<bastion_core::licenses::LicenseServiceError> for ApiError {
                 code: "activation_locked",
                 retry_after_secs,
             },
+            E::ChurnLimited { retry_after_secs } => ApiError::Locked {
+                code: "deactivation_limited",
+                retry_after_secs,
+            },
             E::InvalidLink => with(StatusCode::BAD_REQUEST, "invalid_link", &e),
             E::Key(_) | E::Mail(_) | E::Store(_) | E::Random | E::Signing => {
                 ApiError::Internal(e.to_string())

@@ -40,6 +40,18 @@ pub fn verify_certificate(
     )?)
 }
 
+/// Refuses a certificate whose machine was deactivated (or whose license was revoked), found in
+/// `revocations` (already verified, e.g. by a [`RevocationCache`]).
+pub fn check_certificate_not_revoked(
+    certificate: &CertificateClaims,
+    revocations: Option<&RevocationClaims>,
+) -> Result<(), ClientError> {
+    match revocations {
+        Some(list) if list.is_certificate_revoked(certificate) => Err(LicenseError::Revoked.into()),
+        _ => Ok(()),
+    }
+}
+
 /// Refuses a license found in `revocations` (already verified, e.g. by a [`RevocationCache`]).
 pub fn check_not_revoked(
     claims: &LicenseClaims,
@@ -81,8 +93,10 @@ impl RevocationCache {
             None => true,
             Some((_, held)) if claims.iat != held.iat => claims.iat > held.iat,
             Some((_, held)) => {
-                claims.revoked.len() > held.revoked.len()
+                claims.revoked.len() + claims.machines.len()
+                    > held.revoked.len() + held.machines.len()
                     && held.revoked.iter().all(|l| claims.revoked.contains(l))
+                    && held.machines.iter().all(|m| claims.machines.contains(m))
             }
         };
         if !newer {
@@ -109,6 +123,11 @@ impl RevocationCache {
     /// [`check_not_revoked`] against the list held.
     pub fn check(&self, claims: &LicenseClaims) -> Result<(), ClientError> {
         check_not_revoked(claims, self.claims())
+    }
+
+    /// [`check_certificate_not_revoked`] against the list held.
+    pub fn check_certificate(&self, certificate: &CertificateClaims) -> Result<(), ClientError> {
+        check_certificate_not_revoked(certificate, self.claims())
     }
 }
 
@@ -152,6 +171,7 @@ pub fn verify_all(
         return Err(ClientError::WrongProduct);
     }
     revocations.check(&license)?;
+    revocations.check_certificate(&certificate)?;
     Ok(OfflineStatus {
         license,
         certificate,

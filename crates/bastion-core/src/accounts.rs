@@ -110,24 +110,99 @@ impl From<LinkError> for AccountError {
     }
 }
 
-/// Trims and lower-cases an email and checks its shape (not deliverability).
+/// Longest input [`normalize_email`] looks at: a real address is at most 254 bytes; this leaves
+/// room for invisible characters and compatibility forms, and bounds the work.
+const MAX_RAW_EMAIL_LEN: usize = 1024;
+
+/// The one form an email address is stored and compared in (SPEC A1), so that every way of
+/// writing one mailbox is one account: default-ignorable code points (zero-width characters,
+/// soft hyphens, bidi controls, variation selectors, …) removed, NFKC (fullwidth and other
+/// compatibility forms become their plain letters), trimmed and lower-cased, and the domain in
+/// its UTS 46 ASCII form (`bücher.example` and `xn--bcher-kva.example` are one domain). Refused:
+/// anything left with whitespace or control characters, other than exactly one `@`, an empty
+/// or over-long part, a domain that UTS 46 (with the STD3 letter-digit-hyphen rule and DNS
+/// lengths) refuses or that has no dot. Shape only, not deliverability. Applying it to its own
+/// output changes nothing.
 pub fn normalize_email(raw: &str) -> Result<String, AccountError> {
-    let email = raw.trim().to_lowercase();
-    let ok = email.len() <= 254
-        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
-        && email.split_once('@').is_some_and(|(local, domain)| {
-            !local.is_empty()
-                && local.len() <= 64
-                && !domain.contains('@')
-                && domain.contains('.')
-                && !domain.starts_with('.')
-                && !domain.ends_with('.')
-        });
-    if ok {
-        Ok(email)
-    } else {
-        Err(AccountError::InvalidEmail)
+    let email = canonical_email(raw).ok_or(AccountError::InvalidEmail)?;
+    // Stored addresses are compared as they are and the start-up pass rewrites only rows that
+    // differ from their normal form, so a form that would normalize again is refused.
+    if canonical_email(&email).as_deref() != Some(email.as_str()) {
+        return Err(AccountError::InvalidEmail);
     }
+    Ok(email)
+}
+
+/// Whether two addresses are one mailbox under [`normalize_email`]. A stored address (in a link,
+/// an account made under an older rule) may predate the current form until it is rewritten.
+pub(crate) fn same_address(a: &str, b: &str) -> bool {
+    a == b || matches!((normalize_email(a), normalize_email(b)), (Ok(x), Ok(y)) if x == y)
+}
+
+fn canonical_email(raw: &str) -> Option<String> {
+    use unicode_normalization::UnicodeNormalization;
+    if raw.len() > MAX_RAW_EMAIL_LEN {
+        return None;
+    }
+    // Ignorables are removed before NFKC (they would block composition) and after it (NFKC
+    // maps U+FFA0 to U+3164, both ignorable); lower-casing can leave a string NFKC changes.
+    let folded: String = raw
+        .chars()
+        .filter(|c| !is_default_ignorable(*c))
+        .nfkc()
+        .filter(|c| !is_default_ignorable(*c))
+        .collect::<String>()
+        .trim()
+        .to_lowercase()
+        .nfkc()
+        .collect();
+    if folded.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return None;
+    }
+    let (local, domain) = folded.split_once('@')?;
+    if local.is_empty() || local.len() > 64 || domain.contains('@') {
+        return None;
+    }
+    let domain = idna::uts46::Uts46::new()
+        .to_ascii(
+            domain.as_bytes(),
+            idna::uts46::AsciiDenyList::STD3,
+            idna::uts46::Hyphens::CheckFirstLast,
+            idna::uts46::DnsLength::Verify,
+        )
+        .ok()?;
+    if !domain.contains('.') {
+        return None;
+    }
+    let email = format!("{local}@{domain}");
+    (email.len() <= 254).then_some(email)
+}
+
+/// Unicode's Default_Ignorable_Code_Point property: the ranges of DerivedCoreProperties.txt as
+/// of Unicode 16.0 (checked against the ICU4X data idna uses). Reserved code points in them are
+/// ignorable in advance, so the set seldom changes. Such characters are invisible: an address
+/// with and without them looks the same.
+fn is_default_ignorable(c: char) -> bool {
+    matches!(
+        u32::from(c),
+        0x00AD // SOFT HYPHEN
+            | 0x034F // COMBINING GRAPHEME JOINER
+            | 0x061C // ARABIC LETTER MARK
+            | 0x115F..=0x1160 // HANGUL CHOSEONG FILLER, HANGUL JUNGSEONG FILLER
+            | 0x17B4..=0x17B5 // KHMER VOWEL INHERENT AQ, AA
+            | 0x180B..=0x180F // MONGOLIAN FREE VARIATION SELECTORS, VOWEL SEPARATOR
+            | 0x200B..=0x200F // ZERO WIDTH SPACE, ZWNJ, ZWJ, LEFT-TO-RIGHT and RIGHT-TO-LEFT MARK
+            | 0x202A..=0x202E // bidi embeddings and overrides
+            | 0x2060..=0x206F // WORD JOINER, invisible operators, bidi isolates, (reserved)
+            | 0x3164 // HANGUL FILLER
+            | 0xFE00..=0xFE0F // VARIATION SELECTOR-1 to -16
+            | 0xFEFF // ZERO WIDTH NO-BREAK SPACE (byte order mark)
+            | 0xFFA0 // HALFWIDTH HANGUL FILLER
+            | 0xFFF0..=0xFFF8 // (reserved)
+            | 0x1BCA0..=0x1BCA3 // SHORTHAND FORMAT controls
+            | 0x1D173..=0x1D17A // MUSICAL SYMBOL BEGIN BEAM to END PHRASE
+            | 0xE0000..=0xE0FFF // tags, VARIATION SELECTOR-17 to -256, (reserved)
+    )
 }
 
 /// An account as the API shows it.
@@ -149,6 +224,21 @@ impl From<UserRow> for Account {
         }
     }
 }
+
+/// What [`Accounts::renormalize_emails`] found and did, by account id.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Renormalized {
+    /// Accounts whose stored address was rewritten to its normal form.
+    pub rewritten: Vec<String>,
+    /// Accounts whose addresses are one mailbox under the current rule, each group with the
+    /// account (if any) that already holds the normal form: left as they were, and reported.
+    pub collisions: Vec<Vec<String>>,
+    /// Accounts whose stored address the current rule refuses: left as they were, and reported.
+    pub refused: Vec<String>,
+}
+
+/// Users read per page by [`Accounts::renormalize_emails`].
+const RENORMALIZE_PAGE: u32 = 500;
 
 /// What [`Accounts`] works with.
 pub struct AccountDeps {
@@ -356,7 +446,7 @@ impl Accounts {
             .store
             .user_by_id(&SCOPE, &link.subject)
             .await?
-            .filter(|u| u.email == link.email)
+            .filter(|u| same_address(&u.email, &link.email))
             .ok_or(AccountError::InvalidLink)?;
         self.store
             .mark_email_verified(&SCOPE, &user.id, self.clock.now_ms())
@@ -389,7 +479,7 @@ impl Accounts {
             .store
             .user_by_id(&SCOPE, &link.subject)
             .await?
-            .filter(|u| u.email == link.email)
+            .filter(|u| same_address(&u.email, &link.email))
             .ok_or(AccountError::InvalidLink)?;
         self.rules
             .check(&new, Some(&user.email))
@@ -736,12 +826,124 @@ impl Accounts {
         Ok(account)
     }
 
+    /// Brings the stored addresses up to the current [`normalize_email`] rule: run at start-up,
+    /// after the migrations (a migration cannot run this code). Reads every account, and
+    /// rewrites each address that is not in its normal form, only while it still reads as it
+    /// did and only when no other account has or gets that form. Accounts that would become
+    /// one address are never merged or changed: each such group is reported by a warning and
+    /// an `account.email_collision` audit event (ids only) for an operator to resolve, and so
+    /// is each address the rule refuses (`account.email_refused`). Rewrites are audited as
+    /// `account.email_normalized`. Running it again changes nothing more; concurrent runs on
+    /// several nodes are safe (the rewrite is conditional).
+    #[tracing::instrument(skip_all)]
+    pub async fn renormalize_emails(&self) -> Result<Renormalized, AccountError> {
+        let mut out = Renormalized::default();
+        // normal form -> (id, stored form) of the accounts that would move to it.
+        let mut stale: std::collections::BTreeMap<String, Vec<(String, String)>> =
+            std::collections::BTreeMap::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self
+                .store
+                .users_page(&SCOPE, after.as_deref(), RENORMALIZE_PAGE)
+                .await?;
+            let full = page.len() >= RENORMALIZE_PAGE as usize;
+            after = page.last().map(|u| u.id.clone());
+            for u in page {
+                match normalize_email(&u.email) {
+                    Ok(normal) if normal == u.email => {}
+                    Ok(normal) => stale.entry(normal).or_default().push((u.id, u.email)),
+                    Err(_) => out.refused.push(u.id),
+                }
+            }
+            if !full {
+                break;
+            }
+        }
+        let now = self.clock.now_ms();
+        for (normal, group) in stale {
+            let holder = self.store.user_by_email(&SCOPE, &normal).await?;
+            let [(id, from)] = group.as_slice() else {
+                out.collisions
+                    .push(collision(holder, group.iter().map(|(id, _)| id.clone())));
+                continue;
+            };
+            if holder.is_some() {
+                out.collisions.push(collision(holder, [id.clone()]));
+                continue;
+            }
+            match self.store.set_email(&SCOPE, id, from, &normal, now).await {
+                Ok(true) => {
+                    self.forget_profile(id);
+                    out.rewritten.push(id.clone());
+                }
+                // Changed or gone meanwhile (another node's pass, say): nothing to do.
+                Ok(false) => {}
+                // Another account took the normal form meanwhile.
+                Err(StoreError::Conflict(_)) => {
+                    let holder = self.store.user_by_email(&SCOPE, &normal).await?;
+                    out.collisions.push(collision(holder, [id.clone()]));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.report_renormalized(&out).await;
+        Ok(out)
+    }
+
+    async fn report_renormalized(&self, out: &Renormalized) {
+        for id in &out.rewritten {
+            self.audit(
+                AuditEvent::new(
+                    Category::Admin,
+                    "account.email_normalized",
+                    Outcome::Success,
+                )
+                .actor(id.clone()),
+            )
+            .await;
+        }
+        if !out.rewritten.is_empty() {
+            tracing::info!(
+                accounts = out.rewritten.len(),
+                "stored email addresses rewritten to their normal form"
+            );
+        }
+        for users in &out.collisions {
+            tracing::warn!(
+                ?users,
+                "accounts whose email addresses are one mailbox: left unchanged, resolve by hand"
+            );
+            self.audit(
+                AuditEvent::new(Category::Admin, "account.email_collision", Outcome::Failure)
+                    .details(serde_json::json!({ "users": users })),
+            )
+            .await;
+        }
+        for id in &out.refused {
+            tracing::warn!(
+                user = %id,
+                "an account's stored email address is not valid under the current rule: left unchanged"
+            );
+            self.audit(
+                AuditEvent::new(Category::Admin, "account.email_refused", Outcome::Failure)
+                    .actor(id.clone()),
+            )
+            .await;
+        }
+    }
+
     /// Drops this node's copy of an account after changing it.
     fn forget_profile(&self, user_id: &str) {
         if let Ok(mut cache) = self.profiles.lock() {
             cache.remove(user_id);
         }
     }
+}
+
+/// A collision group: the account already holding the address (if any), then the others.
+fn collision(holder: Option<UserRow>, others: impl IntoIterator<Item = String>) -> Vec<String> {
+    holder.map(|h| h.id).into_iter().chain(others).collect()
 }
 
 /// A second owned copy of a secret, for the verify-then-maybe-rehash path. Both copies are
@@ -774,6 +976,79 @@ mod tests {
             assert!(normalize_email(bad).is_err(), "{bad}");
         }
         assert!(normalize_email(&format!("{}@example.com", "a".repeat(65))).is_err());
+    }
+
+    #[test]
+    fn a1_one_mailbox_written_in_several_unicode_forms_normalizes_to_one_address() {
+        for (raw, want) in [
+            ("ａｄａ@example.com", "ada@example.com"),
+            ("a\u{200B}da@example.com", "ada@example.com"),
+            ("ada\u{FF20}example\u{3002}com", "ada@example.com"),
+            (
+                "a\u{00AD}d\u{200D}a\u{FEFF}@ex\u{200C}ample\u{2060}.com",
+                "ada@example.com",
+            ),
+            (
+                "ada\u{FE0F}\u{E0041}\u{180E}@example.com",
+                "ada@example.com",
+            ),
+            ("\u{202E}ada@example.com\u{202C}", "ada@example.com"),
+            ("ada@bücher.example", "ada@xn--bcher-kva.example"),
+            ("ada@xn--bcher-kva.example", "ada@xn--bcher-kva.example"),
+            ("ADA@BÜCHER.EXAMPLE", "ada@xn--bcher-kva.example"),
+            ("Ada@XN--BCHER-KVA.Example", "ada@xn--bcher-kva.example"),
+            ("ＡＤＡ@xn--bcher-kva.example", "ada@xn--bcher-kva.example"),
+            ("a\u{200B}da@BÜCHER.example", "ada@xn--bcher-kva.example"),
+            // U+0308 after u: NFKC composes it into ü.
+            ("ada@bu\u{0308}cher.example", "ada@xn--bcher-kva.example"),
+            ("ÄDA@example.com", "äda@example.com"),
+        ] {
+            let got = normalize_email(raw).unwrap_or_else(|e| panic!("{raw:?}: {e}"));
+            assert_eq!(got, want, "{raw:?}");
+            assert_eq!(normalize_email(&got).unwrap(), got, "idempotent on {raw:?}");
+        }
+        assert!(same_address(
+            "ada@bücher.example",
+            "ＡＤＡ@xn--bcher-kva.example"
+        ));
+        assert!(!same_address("ada@bücher.example", "ada@bucher.example"));
+    }
+
+    #[test]
+    fn a1_addresses_that_do_not_survive_normalization_are_refused() {
+        let long_label = format!("ada@{}.example", "a".repeat(64));
+        let long_raw = format!("ada@example.com{}", "\u{200B}".repeat(400));
+        for bad in [
+            // The domain fails UTS 46: bad Punycode, STD3 (letters, digits, hyphens), hyphens
+            // at a label's ends, empty or over-long labels.
+            "ada@xn--a.example",
+            "ada@xn--ls8h-.example",
+            "ada@bad_host.example",
+            "ada@-lead.example",
+            "ada@trail-.example",
+            "ada@a..example",
+            "ada@example.com.",
+            long_label.as_str(),
+            // Nothing left once the invisible characters are gone.
+            "\u{200B}@example.com",
+            "ada@\u{200B}\u{FEFF}",
+            "\u{200B}\u{FEFF}\u{00AD}",
+            "",
+            // Control characters and whitespace, wherever they come from.
+            "ada\u{0007}@example.com",
+            "ada@exa\u{0000}mple.com",
+            "ada\u{0085}@example.com",
+            "a\u{3000}da@example.com",
+            // A compatibility form of `@` makes a second one.
+            "a\u{FF20}da@example.com",
+            long_raw.as_str(),
+        ] {
+            assert!(
+                matches!(normalize_email(bad), Err(AccountError::InvalidEmail)),
+                "{bad:?} -> {:?}",
+                normalize_email(bad)
+            );
+        }
     }
 
     #[test]

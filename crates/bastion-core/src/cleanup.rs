@@ -45,7 +45,7 @@ impl Cleanup {
         }
     }
 
-    fn kinds(&self) -> [Purgeable; 5] {
+    fn kinds(&self) -> [Purgeable; 6] {
         [
             Purgeable::EndedSessions,
             Purgeable::SpentLinks,
@@ -56,6 +56,7 @@ impl Cleanup {
                 retention_ms: self.policy.mail_retention_ms,
             },
             Purgeable::ExpiredInvitations,
+            Purgeable::LapsedMachineRevocations,
         ]
     }
 

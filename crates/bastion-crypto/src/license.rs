@@ -122,6 +122,10 @@ pub struct RevocationClaims {
     pub iat: i64,
     /// Revoked license ids, sorted.
     pub revoked: Vec<String>,
+    /// Deactivated machines (`mch_…`) whose certificates are revoked though their lease has not
+    /// ended, sorted. Absent in lists signed before this field existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub machines: Vec<String>,
 }
 
 /// Fields every payload carries, read before the signature is checked.
@@ -532,6 +536,11 @@ impl PublicKeySet {
 impl RevocationClaims {
     pub fn is_revoked(&self, license_id: &str) -> bool {
         self.revoked.iter().any(|l| l == license_id)
+    }
+
+    /// Whether a machine certificate is revoked: its license is, or its machine was deactivated.
+    pub fn is_certificate_revoked(&self, certificate: &CertificateClaims) -> bool {
+        self.is_revoked(&certificate.lic) || self.machines.contains(&certificate.mch)
     }
 }
 

@@ -138,13 +138,13 @@ mod tests {
         assert!(!ed25519_point_is_strong(&p_plus_1));
         assert!(!ed25519_point_is_strong(&[1; 31]), "wrong length");
         let real = Ed25519Signer::from_seed("k-v1", &[9; 32]).unwrap();
-        assert!(ed25519_point_is_strong(&real.public_key()));
+        assert!(ed25519_point_is_strong(real.public_key()));
         // The forgery a small-order key allows: R = identity, s = 0 "signs" any message.
         let mut forged = identity.to_vec();
         forged.extend([0; 32]);
         assert!(verify_ed25519_strict(&identity, b"any message", &forged).is_err());
         let sig = real.sign(b"m");
-        assert!(verify_ed25519_strict(&real.public_key(), b"m", &sig).is_ok());
-        assert!(verify_ed25519_strict(&real.public_key(), b"n", &sig).is_err());
+        assert!(verify_ed25519_strict(real.public_key(), b"m", &sig).is_ok());
+        assert!(verify_ed25519_strict(real.public_key(), b"n", &sig).is_err());
     }
 }

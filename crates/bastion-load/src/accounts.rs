@@ -20,13 +20,11 @@ use argon2::{Algorithm, Argon2, Params, Version};
 use clap::Args;
 use http::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
 use http::{HeaderValue, Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::Bytes;
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::http1::SendRequest;
 use serde::Serialize;
 use serde_json::json;
-use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 use crate::load::{self, LoadConfig, Stats, Target};
@@ -598,7 +596,7 @@ async fn storm_client(
     while Instant::now() < end {
         // A server may close a keep-alive connection legitimately; reconnecting is not an error.
         if conn.as_ref().is_none_or(|c| c.is_closed()) {
-            match timeout(STORM_REQUEST_TIMEOUT, connect(addr)).await {
+            match timeout(STORM_REQUEST_TIMEOUT, load::connect(addr)).await {
                 Ok(Ok(c)) => conn = Some(c),
                 _ => {
                     tally.unanswered += 1;
@@ -642,16 +640,6 @@ async fn storm_client(
     tally
 }
 
-async fn connect(addr: SocketAddr) -> Result<SendRequest<Full<Bytes>>> {
-    let stream = TcpStream::connect(addr).await?;
-    // Without it, Nagle plus delayed ACK adds tens of ms to small keep-alive requests.
-    stream.set_nodelay(true)?;
-    let (sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
-    // The connection task ends by itself when the sender is dropped or the peer closes.
-    tokio::spawn(conn);
-    Ok(sender)
-}
-
 async fn send_login(
     sender: &mut SendRequest<Full<Bytes>>,
     host: HeaderValue,
@@ -663,12 +651,7 @@ async fn send_login(
         .header(HOST, host)
         .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
         .body(Full::new(body))?;
-    sender.ready().await?;
-    let resp = sender.send_request(request).await?;
-    let status = resp.status();
-    // The body must be drained before the connection can carry the next request.
-    resp.into_body().collect().await?;
-    Ok(status)
+    load::send(sender, request).await
 }
 
 fn saturating_ns(d: Duration) -> u64 {

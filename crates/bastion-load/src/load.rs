@@ -274,7 +274,7 @@ where
     tally
 }
 
-async fn connect(addr: SocketAddr) -> Result<SendRequest<Body>> {
+pub(crate) async fn connect(addr: SocketAddr) -> Result<SendRequest<Body>> {
     let stream = TcpStream::connect(addr).await?;
     // Without it, Nagle plus delayed ACK adds tens of ms to small keep-alive requests.
     stream.set_nodelay(true)?;
@@ -284,7 +284,10 @@ async fn connect(addr: SocketAddr) -> Result<SendRequest<Body>> {
     Ok(sender)
 }
 
-async fn send(sender: &mut SendRequest<Body>, request: Request<Body>) -> Result<StatusCode> {
+pub(crate) async fn send(
+    sender: &mut SendRequest<Body>,
+    request: Request<Body>,
+) -> Result<StatusCode> {
     sender.ready().await?;
     let resp = sender.send_request(request).await?;
     let status = resp.status();

@@ -248,6 +248,7 @@ pub struct LicensesConfig {
     pub ip_lockout_secs: u64,
     pub key_max_failures: u32,
     pub default_lease_days: u64,
+    pub deactivations_per_day: u32,
 }
 
 impl LicensesConfig {
@@ -271,9 +272,10 @@ impl LicensesConfig {
             || self.ip_window_secs == 0
             || self.ip_lockout_secs == 0
             || self.default_lease_days == 0
+            || self.deactivations_per_day == 0
         {
             return Err(ConfigError::Invalid(
-                "licenses: failure counts, windows, lockouts and the lease must be at least 1"
+                "licenses: failure counts, windows, lockouts, the lease and deactivations_per_day must be at least 1"
                     .to_owned(),
             ));
         }

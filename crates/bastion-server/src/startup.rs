@@ -227,6 +227,12 @@ pub async fn run_app(
         .sync_permissions()
         .await
         .map_err(|e| StartupError::Config(format!("permissions: {e}")))?;
+    // Addresses stored under an older email rule, before the first request: a migration cannot
+    // run the rule. Collisions are reported there, never merged; a failure does not stop the
+    // server (the pass runs again at the next start).
+    if let Err(e) = services.accounts.renormalize_emails().await {
+        tracing::error!(error = %e, "email address renormalization failed");
+    }
     let mail_transport = crate::mail::transport(&cfg)?;
     let key_limit = ApiKeyRateLimit::new(&cfg.rate_limit);
     let state = AppState {
@@ -518,6 +524,7 @@ pub fn auth_services(b: &Bastion, cfg: &Config) -> Result<AuthServices, StartupE
             ip_lockout_ms: ms(l.ip_lockout_secs),
             key_failures: l.key_max_failures,
             default_lease_ms: ms(l.default_lease_days.saturating_mul(86_400)),
+            deactivations_per_day: l.deactivations_per_day,
         },
     ));
     let p = &cfg.payments;

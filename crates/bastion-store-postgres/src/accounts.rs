@@ -137,6 +137,61 @@ impl AccountStore for PgStore {
             Ok(())
         }
     }
+
+    #[tracing::instrument(skip_all)]
+    async fn users_page(
+        &self,
+        scope: &Scope,
+        after_id: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<UserRow>> {
+        require_system(scope)?;
+        let mut tx = self.begin(scope).await?;
+        let sql = format!("SELECT {USER_COLS} FROM users WHERE id > $1 ORDER BY id LIMIT $2");
+        let rows = sqlx::query(&sql)
+            .bind(after_id.unwrap_or(""))
+            .bind(i64::from(limit))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        rows.iter().map(user).collect()
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn set_email(
+        &self,
+        scope: &Scope,
+        user_id: &str,
+        from: &str,
+        to: &str,
+        now_ms: i64,
+    ) -> StoreResult<bool> {
+        require_system(scope)?;
+        let mut tx = self.begin(scope).await?;
+        let done = sqlx::query(
+            "UPDATE users SET email = $1, updated_ms = $2 WHERE id = $3 AND email = $4",
+        )
+        .bind(to)
+        .bind(now_ms)
+        .bind(user_id)
+        .bind(from)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        // The copy member lists show; not a change of the membership itself.
+        sqlx::query("UPDATE memberships SET email = $1 WHERE user_id = $2")
+            .bind(to)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(true)
+    }
 }
 
 #[async_trait::async_trait]

@@ -425,15 +425,28 @@ impl LicenseStore for PgStore {
         scope: &Scope,
         license_id: &str,
         machine_id: &str,
+        now_ms: i64,
+        revoked_until_ms: i64,
     ) -> StoreResult<bool> {
-        // `machine_deactivate` admits licenses.revoke holders in the machine's org.
-        let n = self
-            .scoped_exec(
-                scope,
-                "DELETE FROM license_machines WHERE license_id = $1 AND id = $2",
-                &[license_id, machine_id],
-            )
-            .await?;
+        // `machine_deactivate` admits licenses.revoke holders in the machine's org, and
+        // `machine_revocation` lets the same record the revocation; one statement does both.
+        let mut tx = self.begin(scope).await?;
+        let n: i64 = sqlx::query_scalar(
+            "WITH gone AS (DELETE FROM license_machines WHERE license_id = $1 AND id = $2 \
+                           RETURNING id, org_id, license_id), \
+                  revoked AS (INSERT INTO revoked_machines \
+                                (machine_id, org_id, license_id, revoked_ms, until_ms) \
+                              SELECT id, org_id, license_id, $3, $4 FROM gone) \
+             SELECT count(*) FROM gone",
+        )
+        .bind(license_id)
+        .bind(machine_id)
+        .bind(now_ms)
+        .bind(revoked_until_ms)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
         Ok(n == 1)
     }
 
@@ -516,6 +529,26 @@ impl LicenseStore for PgStore {
             "SELECT id FROM licenses WHERE product_id = $1 AND revoked_ms IS NOT NULL ORDER BY id",
         )
         .bind(product_id)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(ids)
+    }
+
+    async fn revoked_machines(
+        &self,
+        scope: &Scope,
+        product_id: &str,
+        now_ms: i64,
+    ) -> StoreResult<Vec<String>> {
+        let mut tx = self.begin(scope).await?;
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT r.machine_id FROM revoked_machines r JOIN licenses l ON l.id = r.license_id \
+             WHERE l.product_id = $1 AND r.until_ms > $2 ORDER BY r.machine_id",
+        )
+        .bind(product_id)
+        .bind(now_ms)
         .fetch_all(&mut *tx)
         .await
         .map_err(db_err)?;

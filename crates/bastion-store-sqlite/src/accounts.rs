@@ -139,6 +139,58 @@ impl AccountStore for SqliteStore {
             Ok(())
         }
     }
+
+    #[tracing::instrument(skip_all)]
+    async fn users_page(
+        &self,
+        scope: &Scope,
+        after_id: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<UserRow>> {
+        require_system(scope)?;
+        let sql = format!("SELECT {USER_COLS} FROM users WHERE id > ? ORDER BY id LIMIT ?");
+        let rows = sqlx::query(&sql)
+            .bind(after_id.unwrap_or(""))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        rows.iter().map(user).collect()
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn set_email(
+        &self,
+        scope: &Scope,
+        user_id: &str,
+        from: &str,
+        to: &str,
+        now_ms: i64,
+    ) -> StoreResult<bool> {
+        require_system(scope)?;
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        let done =
+            sqlx::query("UPDATE users SET email = ?, updated_ms = ? WHERE id = ? AND email = ?")
+                .bind(to)
+                .bind(now_ms)
+                .bind(user_id)
+                .bind(from)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        // The copy member lists show; not a change of the membership itself.
+        sqlx::query("UPDATE memberships SET email = ? WHERE user_id = ?")
+            .bind(to)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(true)
+    }
 }
 
 #[async_trait::async_trait]

@@ -488,22 +488,43 @@ impl LicenseStore for SqliteStore {
         scope: &Scope,
         license_id: &str,
         machine_id: &str,
+        now_ms: i64,
+        revoked_until_ms: i64,
     ) -> StoreResult<bool> {
         let Some(reach) = Reach::of(scope) else {
             return Ok(false);
         };
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
         let sql = format!(
             "DELETE FROM license_machines \
-             WHERE license_id = ?4 AND id = ?5 AND {OWN_ORG} AND {IN_ORG}"
+             WHERE license_id = ?4 AND id = ?5 AND {OWN_ORG} AND {IN_ORG} RETURNING org_id"
         );
-        let done = reach
-            .query(&sql)
+        let org: Option<String> = sqlx::query_scalar(&sql)
+            .bind(reach.kind)
+            .bind(reach.id)
+            .bind(reach.org)
             .bind(license_id)
             .bind(machine_id)
-            .execute(&self.pool)
+            .fetch_optional(&mut *tx)
             .await
             .map_err(db_err)?;
-        Ok(done.rows_affected() == 1)
+        let Some(org) = org else {
+            return Ok(false);
+        };
+        sqlx::query(
+            "INSERT INTO revoked_machines (machine_id, org_id, license_id, revoked_ms, until_ms) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .bind(machine_id)
+        .bind(&org)
+        .bind(license_id)
+        .bind(now_ms)
+        .bind(revoked_until_ms)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(true)
     }
 
     async fn record_key_failure(
@@ -592,6 +613,33 @@ impl LicenseStore for SqliteStore {
             .bind(reach.id)
             .bind(reach.org)
             .bind(product_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(ids)
+    }
+
+    async fn revoked_machines(
+        &self,
+        scope: &Scope,
+        product_id: &str,
+        now_ms: i64,
+    ) -> StoreResult<Vec<String>> {
+        let Some(reach) = Reach::of(scope) else {
+            return Ok(Vec::new());
+        };
+        let sql = format!(
+            "SELECT machine_id FROM revoked_machines r \
+             WHERE r.until_ms > ?5 AND EXISTS (SELECT 1 FROM licenses l \
+               WHERE l.id = r.license_id AND l.product_id = ?4 AND {OWN_ORG} AND {IN_ORG}) \
+             ORDER BY machine_id"
+        );
+        let ids: Vec<String> = sqlx::query_scalar(&sql)
+            .bind(reach.kind)
+            .bind(reach.id)
+            .bind(reach.org)
+            .bind(product_id)
+            .bind(now_ms)
             .fetch_all(&self.pool)
             .await
             .map_err(db_err)?;

@@ -232,6 +232,12 @@ fn purge_target(what: Purgeable) -> (&'static str, &'static str, &'static str, i
             "accepted_ms IS NULL AND expires_ms <= ?1 AND ?2 IS NOT NULL",
             0,
         ),
+        Purgeable::LapsedMachineRevocations => (
+            "revoked_machines",
+            "machine_id",
+            "until_ms <= ?1 AND ?2 IS NOT NULL",
+            0,
+        ),
     }
 }
 

@@ -5,7 +5,8 @@ use crate::{Scope, StoreResult};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserRow {
     pub id: String,
-    /// Normalised (trimmed, lower-case) by the domain before it gets here.
+    /// Normalised by the domain before it gets here (`bastion_core::accounts::normalize_email`:
+    /// one form per mailbox); rows from an older rule are rewritten at start-up.
     pub email: String,
     pub email_verified_ms: Option<i64>,
     pub password_hash: Option<String>,
@@ -72,6 +73,25 @@ pub trait AccountStore {
         user_id: &str,
         now_ms: i64,
     ) -> StoreResult<()>;
+    /// At most `limit` users in id order, starting after `after_id` (from the first when
+    /// `None`). A system path: the start-up pass over stored addresses.
+    async fn users_page(
+        &self,
+        scope: &Scope,
+        after_id: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<UserRow>>;
+    /// Changes the user's email from `from` to `to`, with the copy their memberships hold, in
+    /// one transaction and only while it still reads `from`: `false` when it does not (changed
+    /// meanwhile, or no such user). `Conflict` when another account holds `to`. A system path.
+    async fn set_email(
+        &self,
+        scope: &Scope,
+        user_id: &str,
+        from: &str,
+        to: &str,
+        now_ms: i64,
+    ) -> StoreResult<bool>;
 }
 
 #[async_trait::async_trait]

@@ -15,6 +15,8 @@ pub enum Purgeable {
     FinishedMail { retention_ms: i64 },
     /// Invitations never accepted and past their expiry (accepted ones stay as history).
     ExpiredInvitations,
+    /// Revocations of deactivated machines whose certificates' leases have all ended.
+    LapsedMachineRevocations,
 }
 
 impl Purgeable {
@@ -25,6 +27,7 @@ impl Purgeable {
             Self::StaleAttempts { .. } => "attempt_counters",
             Self::FinishedMail { .. } => "email_outbox",
             Self::ExpiredInvitations => "invitations",
+            Self::LapsedMachineRevocations => "revoked_machines",
         }
     }
 }

@@ -175,12 +175,17 @@ pub trait LicenseStore {
     ) -> StoreResult<bool>;
     /// A license's machines, oldest first.
     async fn machines(&self, scope: &Scope, license_id: &str) -> StoreResult<Vec<MachineRow>>;
-    /// Deactivates one machine of one license. `false` when it was not there.
+    /// Deactivates one machine of one license and, in the same transaction, revokes its
+    /// certificates until `revoked_until_ms` (the end of the longest lease one issued before now
+    /// can have): they go into the signed revocation list (SPEC L2, L4). `false` when the machine
+    /// was not there.
     async fn delete_machine(
         &self,
         scope: &Scope,
         license_id: &str,
         machine_id: &str,
+        now_ms: i64,
+        revoked_until_ms: i64,
     ) -> StoreResult<bool>;
 
     /// Counts one failed activation against a license in one atomic statement and freezes the
@@ -213,4 +218,12 @@ pub trait LicenseStore {
     ) -> StoreResult<bool>;
     /// Ids of a product's revoked licenses, sorted (the signed revocation list).
     async fn revoked_licenses(&self, scope: &Scope, product_id: &str) -> StoreResult<Vec<String>>;
+    /// Ids of a product's deactivated machines whose certificates may still be within their
+    /// lease at `now_ms`, sorted (the signed revocation list).
+    async fn revoked_machines(
+        &self,
+        scope: &Scope,
+        product_id: &str,
+        now_ms: i64,
+    ) -> StoreResult<Vec<String>>;
 }

@@ -231,3 +231,54 @@ async fn c4_a_revoked_license_is_refused_after_the_new_list_is_fetched_and_an_ol
     // Without any list nothing is known to be revoked.
     assert!(check_not_revoked(&claims, None).is_ok());
 }
+
+/// L2, L4, C4: a deactivated machine's certificate, still within its lease, is refused offline
+/// once the app holds a list that names the machine; the license itself stays good (another
+/// machine's certificate verifies), and a same-second list that drops the machine is not taken.
+#[test]
+fn l4_c4_a_deactivated_machines_certificate_is_refused_once_the_list_names_it() {
+    let issuer = Issuer::new(JwtAlgorithm::Rs256);
+    let key = issuer.license();
+    // support::Issuer::certificate names the machine `mch_01test`.
+    let cert = issuer.certificate(LICENSE_ID, &machine_a(), NOW + 7 * DAY);
+    let mut cache = RevocationCache::new(PRODUCT_ID);
+    let before = issuer.revocations(PRODUCT_ID, NOW - DAY, &[]);
+    assert!(cache.offer(&issuer.keys, &before).unwrap());
+    assert!(verify_all(&key, EMAIL, &cert, &machine_a(), &issuer.keys, &cache, NOW).is_ok());
+    let after = issuer.revocations_with_machines(PRODUCT_ID, NOW, &[], &["mch_01test"]);
+    assert!(cache.offer(&issuer.keys, &after).unwrap());
+    assert_eq!(
+        license_err(verify_all(
+            &key,
+            EMAIL,
+            &cert,
+            &machine_a(),
+            &issuer.keys,
+            &cache,
+            NOW
+        )),
+        LicenseError::Revoked
+    );
+    let claims = verify_offline(&key, EMAIL, &issuer.keys, NOW).unwrap();
+    assert!(
+        cache.check(&claims).is_ok(),
+        "the license is not revoked, one machine is"
+    );
+    let dropped = issuer.revocations(PRODUCT_ID, NOW, &[]);
+    assert!(
+        !cache.offer(&issuer.keys, &dropped).unwrap(),
+        "same second, fewer: older"
+    );
+    assert_eq!(
+        license_err(verify_all(
+            &key,
+            EMAIL,
+            &cert,
+            &machine_a(),
+            &issuer.keys,
+            &cache,
+            NOW
+        )),
+        LicenseError::Revoked
+    );
+}

@@ -78,6 +78,16 @@ impl Issuer {
     }
 
     pub fn revocations(&self, prd: &str, iat: i64, revoked: &[&str]) -> String {
+        self.revocations_with_machines(prd, iat, revoked, &[])
+    }
+
+    pub fn revocations_with_machines(
+        &self,
+        prd: &str,
+        iat: i64,
+        revoked: &[&str],
+        machines: &[&str],
+    ) -> String {
         let claims = RevocationClaims {
             v: 1,
             kid: self.signer.kid().into(),
@@ -85,6 +95,7 @@ impl Issuer {
             prd: prd.into(),
             iat,
             revoked: revoked.iter().map(|s| s.to_string()).collect(),
+            machines: machines.iter().map(|s| s.to_string()).collect(),
         };
         self.signer
             .sign(DocumentKind::Revocations, &claims)

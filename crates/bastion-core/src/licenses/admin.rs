@@ -550,9 +550,17 @@ impl Licensing {
     ) -> Result<(), E> {
         let acting = self.acting(caller, org_id, "licenses.revoke").await?;
         let license = self.detail(&acting, license_id).await?.license;
+        let now = self.clock.now_ms();
+        // Its certificates are revoked until the longest lease issued before now has ended.
         if !self
             .store
-            .delete_machine(&acting.scope, &license.id, machine_id)
+            .delete_machine(
+                &acting.scope,
+                &license.id,
+                machine_id,
+                now,
+                now.saturating_add(license.lease_ms),
+            )
             .await?
         {
             return Err(E::Org(OrgError::NotFound));

@@ -40,6 +40,9 @@ pub struct LicensingConfig {
     pub key_failures: u32,
     /// Offline lease of a policy that names none (30 days).
     pub default_lease_ms: i64,
+    /// Machines a license may deactivate per day (activation churn; each deactivation also
+    /// revokes that machine's certificates).
+    pub deactivations_per_day: u32,
 }
 
 impl Default for LicensingConfig {
@@ -50,12 +53,22 @@ impl Default for LicensingConfig {
             ip_lockout_ms: 15 * 60_000,
             key_failures: 20,
             default_lease_ms: 30 * 86_400_000,
+            deactivations_per_day: 10,
         }
     }
 }
 
 impl LicensingConfig {
     /// The failure limit whose `ip_failures`-th failure in the window sets the lock.
+    /// The budget of deactivations per license: `deactivations_per_day` a day.
+    fn deactivation_rule(&self) -> ThrottleRule {
+        ThrottleRule {
+            max_attempts: self.deactivations_per_day,
+            window_ms: 86_400_000,
+            lockout_ms: 86_400_000,
+        }
+    }
+
     fn ip_rule(&self) -> ThrottleRule {
         ThrottleRule {
             max_attempts: self.ip_failures,
@@ -91,6 +104,8 @@ pub enum LicenseServiceError {
     InvalidCertificate,
     #[error("too many failed activations from this address; try again later")]
     Locked { retry_after_secs: u64 },
+    #[error("this license has deactivated its day's worth of machines; try again later")]
+    ChurnLimited { retry_after_secs: u64 },
     #[error("this link is invalid or has expired")]
     InvalidLink,
     #[error("licensing keys: {0}")]

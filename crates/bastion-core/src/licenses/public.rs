@@ -5,7 +5,7 @@ use bastion_crypto::license::{
     CertificateClaims, DocumentKind, LicenseClaims, LicenseError, LicensePublicKey,
     RevocationClaims, canonical_machine, email_hash, machine_binding,
 };
-use bastion_store::{Activation, AttemptOutcome, LicenseRow, MachineRow, Scope};
+use bastion_store::{Activation, AttemptDecision, AttemptOutcome, LicenseRow, MachineRow, Scope};
 use secrecy::{ExposeSecret, SecretString};
 
 use super::{LicenseServiceError as E, Licensing, key_hash, machine_hash, secs_of};
@@ -211,7 +211,9 @@ impl Licensing {
             Some(l) if l.id == claims.lic => l,
             _ => return Err(self.fail(held, ip, None, Failure::UnknownKey).await),
         };
-        let expected = email_hash(&license.id, email);
+        // Keys are issued to the normalized address (UTS 46 domain, NFKC): the same form here.
+        let email = crate::accounts::normalize_email(email).unwrap_or_else(|_| email.to_owned());
+        let expected = email_hash(&license.id, &email);
         if !bastion_crypto::ct_eq(expected.as_bytes(), claims.eml.as_bytes()) {
             return Err(self
                 .fail(held, ip, Some(&license), Failure::EmailMismatch)
@@ -360,9 +362,19 @@ impl Licensing {
         ip: &str,
     ) -> Result<(), E> {
         let (_, license) = self.authenticate(key, email, ip).await?;
+        self.limit_deactivations(&license, ip).await?;
+        let now = self.clock.now_ms();
+        // Its certificates are revoked until the longest lease issued before now has ended, so
+        // a deactivated copy stops at the next revocation list, not at its lease's end.
         if !self
             .store
-            .delete_machine(&SCOPE, &license.id, machine_id)
+            .delete_machine(
+                &SCOPE,
+                &license.id,
+                machine_id,
+                now,
+                now.saturating_add(license.lease_ms),
+            )
             .await?
         {
             return Err(E::NotActivated);
@@ -371,6 +383,38 @@ impl Licensing {
         self.record(Self::event(&license, "license.deactivated", details))
             .await;
         Ok(())
+    }
+
+    /// Counts one deactivation of `license` against its daily budget (activation churn: each
+    /// cycle of activate and deactivate would otherwise mint another certificate). The refusal
+    /// that starts a lock is audited once.
+    async fn limit_deactivations(&self, license: &LicenseRow, ip: &str) -> Result<(), E> {
+        let now = self.clock.now_ms();
+        let rule = self.config.deactivation_rule();
+        let key = crate::accounts::attempt_key("license-deactivations", &license.id);
+        match self
+            .store
+            .register_attempt(&SCOPE, &key, now, &rule)
+            .await?
+        {
+            AttemptDecision::Allowed { .. } => Ok(()),
+            AttemptDecision::Locked { until_ms } => {
+                if until_ms == now.saturating_add(rule.lockout_ms) {
+                    let details = serde_json::json!({
+                        "ip": ip, "limit": rule.max_attempts, "until_ms": until_ms,
+                    });
+                    self.record(
+                        Self::event(license, "license.deactivations_limited", details)
+                            .actor(format!("licensee:{}", license.id)),
+                    )
+                    .await;
+                }
+                let secs = (until_ms - now).max(1);
+                Err(E::ChurnLimited {
+                    retry_after_secs: u64::try_from((secs + 999) / 1000).unwrap_or(1),
+                })
+            }
+        }
     }
 
     /// The licensee's machines (names and dates; never identifiers).
@@ -452,15 +496,19 @@ impl Licensing {
             return Err(E::Org(crate::orgs::OrgError::NotFound));
         }
         let revoked = self.store.revoked_licenses(&SCOPE, product_id).await?;
+        let machines = self
+            .store
+            .revoked_machines(&SCOPE, product_id, self.clock.now_ms())
+            .await?;
         let ring = self.ring.current();
         let signer = ring.license_signer()?;
         let now = self.now_s();
         // Anyone may fetch the list: re-signing it per request would hand out an RSA
         // signature per GET, so a list still current (same key, same ids) is reused briefly.
-        if let Some(doc) = self
-            .revocations
-            .fresh(product_id, signer.kid(), &revoked, now)
-        {
+        // The cache compares licenses and machines as one list of ids.
+        let mut ids = revoked.clone();
+        ids.extend(machines.iter().cloned());
+        if let Some(doc) = self.revocations.fresh(product_id, signer.kid(), &ids, now) {
             return Ok(doc);
         }
         let claims = RevocationClaims {
@@ -470,12 +518,13 @@ impl Licensing {
             prd: product_id.to_owned(),
             iat: now,
             revoked,
+            machines,
         };
         let doc = signer
             .sign(DocumentKind::Revocations, &claims)
             .map_err(|_| E::Signing)?;
         self.revocations
-            .keep(product_id, claims.kid, claims.revoked, now, doc.clone());
+            .keep(product_id, claims.kid, ids, now, doc.clone());
         Ok(doc)
     }
 

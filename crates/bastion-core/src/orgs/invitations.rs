@@ -7,7 +7,7 @@ use secrecy::SecretString;
 
 use super::roles::{Level, check_level_change};
 use super::service::{Caller, OrgError, Orgs, SYSTEM, new_id, user_scope};
-use crate::accounts::normalize_email;
+use crate::accounts::{normalize_email, same_address};
 use crate::links::LinkPurpose;
 use crate::mail::Template;
 
@@ -163,7 +163,7 @@ impl Orgs {
             .user_by_id(&me, user_id)
             .await?
             .ok_or(OrgError::NotFound)?;
-        if user.email != link.email {
+        if !same_address(&user.email, &link.email) {
             return Err(OrgError::WrongInvitee);
         }
         let inv = self

@@ -348,3 +348,130 @@ async fn a7_concurrent_resets_with_one_link_have_one_winner_sqlite() {
 async fn a7_concurrent_resets_with_one_link_have_one_winner_postgres() {
     concurrent_resets_have_one_winner(true).await;
 }
+
+/// An account row as an older email rule (trim and lower-case only) left it.
+fn old_row(id: &str, email: &str) -> bastion_store::UserRow {
+    bastion_store::UserRow {
+        id: id.into(),
+        email: email.into(),
+        email_verified_ms: Some(1),
+        password_hash: None,
+        super_admin: false,
+        created_ms: 1,
+        updated_ms: 1,
+    }
+}
+
+async fn renormalization_at_start_up(postgres: bool) {
+    let Some(env) = env(postgres).await else {
+        return;
+    };
+    let sys = bastion_store::Scope::System("test");
+    // A real account whose row an older rule had stored in another form.
+    let a = &env.accounts;
+    a.sign_up("ada@xn--bcher-kva.example", pw(PASSWORD), "192.0.2.1")
+        .await
+        .unwrap();
+    let token = env.token_for("ada@xn--bcher-kva.example", 1).await;
+    a.verify_email(&token).await.unwrap();
+    let ada = env
+        .store
+        .user_by_email(&sys, "ada@xn--bcher-kva.example")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        env.store
+            .set_email(&sys, &ada.id, &ada.email, "ada@bücher.example", 2)
+            .await
+            .unwrap()
+    );
+    for (id, email) in [
+        // Normal already; the next one would move onto it.
+        ("usr_2", "bob@xn--bcher-kva.example"),
+        ("usr_3", "bob@bücher.example"),
+        // Two old forms of one address that nobody holds yet.
+        ("usr_4", "ｃａｒｌ@example.com"),
+        ("usr_5", "car\u{200B}l@example.com"),
+        // Refused by the current rule.
+        ("usr_6", "eve@bad_host.example"),
+        ("usr_7", "dan@example.com"),
+    ] {
+        env.store
+            .create_user(&sys, &old_row(id, email))
+            .await
+            .unwrap();
+    }
+
+    let out = a.renormalize_emails().await.unwrap();
+    assert_eq!(out.rewritten, std::slice::from_ref(&ada.id));
+    assert_eq!(
+        out.collisions,
+        [vec!["usr_2", "usr_3"], vec!["usr_4", "usr_5"]]
+    );
+    assert_eq!(out.refused, ["usr_6"]);
+    for (id, kept) in [
+        ("usr_2", "bob@xn--bcher-kva.example"),
+        ("usr_3", "bob@bücher.example"),
+        ("usr_4", "ｃａｒｌ@example.com"),
+        ("usr_5", "car\u{200B}l@example.com"),
+        ("usr_6", "eve@bad_host.example"),
+        ("usr_7", "dan@example.com"),
+    ] {
+        let now = env.store.user_by_id(&sys, id).await.unwrap().unwrap();
+        assert_eq!(now.email, kept, "{id} is left as it was, never merged");
+    }
+    // The rewritten account is reached by every form of its address.
+    for form in [
+        "ada@bücher.example",
+        "ＡＤＡ@XN--BCHER-KVA.example",
+        "a\u{200B}da@BÜCHER.example",
+    ] {
+        a.sign_in(form, pw(PASSWORD), &device()).await.unwrap();
+    }
+
+    // Each finding is in the audit trail, with account ids only.
+    let events = env.store.events_after(&sys, 0, 1000).await.unwrap();
+    let with = |action: &str| {
+        events
+            .iter()
+            .filter(|r| r.event.action == action)
+            .map(|r| (r.event.actor.clone(), r.event.details.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        with("account.email_normalized"),
+        [(Some(ada.id.clone()), "null".to_owned())]
+    );
+    assert_eq!(
+        with("account.email_collision"),
+        [
+            (None, r#"{"users":["usr_2","usr_3"]}"#.to_owned()),
+            (None, r#"{"users":["usr_4","usr_5"]}"#.to_owned())
+        ]
+    );
+    assert_eq!(
+        with("account.email_refused"),
+        [(Some("usr_6".to_owned()), "null".to_owned())]
+    );
+    assert!(
+        !events.iter().any(|r| r.event.details.contains('@')),
+        "no address in the audit trail"
+    );
+
+    // A second start rewrites nothing more and reports what is still unresolved.
+    let again = a.renormalize_emails().await.unwrap();
+    assert!(again.rewritten.is_empty());
+    assert_eq!(again.collisions, out.collisions);
+    assert_eq!(again.refused, out.refused);
+}
+
+#[tokio::test]
+async fn a1_start_up_renormalization_rewrites_old_forms_and_reports_collisions_sqlite() {
+    renormalization_at_start_up(false).await;
+}
+
+#[tokio::test]
+async fn a1_start_up_renormalization_rewrites_old_forms_and_reports_collisions_postgres() {
+    renormalization_at_start_up(true).await;
+}

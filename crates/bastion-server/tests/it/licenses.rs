@@ -1043,3 +1043,121 @@ async fn l2_license_mail_to_one_address_is_bounded_per_org_and_keeps_org_text_ou
         }
     }
 }
+
+/// L2, L4: deactivating a machine revokes its certificate: the client library refuses it offline
+/// once it holds the new list, though its lease has not ended, while the license and a newly
+/// activated seat keep working. Activation churn is bounded: with the default of 10
+/// deactivations a day, cycles past the 10th are refused (429 `deactivation_limited`, audited
+/// once), so a one-seat license cannot mint certificates without end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l2_l4_a_deactivated_seat_is_revoked_offline_and_activation_churn_is_bounded() {
+    use bastion_client::api::Client;
+    use bastion_client::fingerprint::Fingerprint;
+    use bastion_client::offline::{RevocationCache, verify_all};
+
+    for app in backends(tweak).await {
+        let shop = shop(&app, "owner@acme.example", 1).await;
+        let (_, key) = issue(&app, &shop, &shop.owner, "buyer@example.com").await;
+        let api = Client::new(&app.base).unwrap();
+        let keys = PublicKeySet::from_json(&api.public_keys().await.unwrap()).unwrap();
+        let here = Fingerprint::from_components(vec!["churn-machine".into(), "linux".into()]);
+        let email = "buyer@example.com";
+        let first = api.activate(&key, email, &here, "laptop").await.unwrap();
+        let mut revocations = RevocationCache::new(shop.product.clone());
+        revocations
+            .offer(&keys, &api.revocations(&shop.product).await.unwrap())
+            .unwrap();
+        let check = |cert: &str, cache: &RevocationCache| {
+            verify_all(&key, email, cert, &here, &keys, cache, now_s())
+        };
+        assert!(check(&first.certificate, &revocations).is_ok());
+        api.deactivate(&key, email, &first.machine_id)
+            .await
+            .unwrap();
+        assert!(
+            revocations
+                .offer(&keys, &api.revocations(&shop.product).await.unwrap())
+                .unwrap(),
+            "the new list names the machine"
+        );
+        assert!(
+            check(&first.certificate, &revocations).is_err(),
+            "a deactivated seat stops at the next list, not at its lease's end"
+        );
+        // The same machine activates again: a new seat, a new certificate that verifies.
+        let second = api.activate(&key, email, &here, "laptop").await.unwrap();
+        assert_ne!(second.machine_id, first.machine_id);
+        assert!(check(&second.certificate, &revocations).is_ok());
+
+        // Churn: nine more deactivations are allowed today, then every cycle is refused.
+        let mut machine = second.machine_id;
+        let mut statuses = Vec::new();
+        for _ in 0..100 {
+            let res = app_call(
+                &app,
+                "/v1/licenses/deactivate",
+                "203.0.113.200",
+                json!({ "key": key, "email": email, "machine_id": machine }),
+            )
+            .await;
+            let status = res.status().as_u16();
+            if status == 429 {
+                assert_problem(res, 429, "deactivation_limited").await;
+            }
+            statuses.push(status);
+            if status != 204 {
+                continue;
+            }
+            machine = api
+                .activate(&key, email, &here, "laptop")
+                .await
+                .unwrap()
+                .machine_id;
+        }
+        let ok = statuses.iter().filter(|s| **s == 204).count();
+        assert_eq!(ok, 9, "{statuses:?}");
+        assert!(statuses[9..].iter().all(|s| *s == 429), "{statuses:?}");
+        // The seat stays taken: another machine cannot get in by churning.
+        let other = Fingerprint::from_components(vec!["another".into()]);
+        assert!(api.activate(&key, email, &other, "other").await.is_err());
+        let audit = ok_json(
+            call(
+                &app,
+                Method::GET,
+                &format!("/v1/orgs/{}/audit", shop.org),
+                &shop.owner,
+                None,
+            )
+            .await,
+            200,
+        )
+        .await
+        .to_string();
+        assert_eq!(
+            audit.matches("license.deactivations_limited").count(),
+            1,
+            "audited once per lock"
+        );
+    }
+}
+
+/// L2 with A1: a license is bound to the normalized address, so the licensee activates with any
+/// form of the same mailbox (IDN or punycode domain, another case), and another mailbox fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l2_a1_a_license_activates_with_any_form_of_its_mailbox_and_no_other() {
+    let app = spawn_app(Spawn::default(), tweak).await.unwrap();
+    let shop = shop(&app, "owner@acme.example", 3).await;
+    let (_, key) = issue(&app, &shop, &shop.owner, "ada@bücher.example").await;
+    for (n, form) in ["ada@xn--bcher-kva.example", "ADA@BÜCHER.example"]
+        .into_iter()
+        .enumerate()
+    {
+        ok_json(activate(&app, &key, form, n + 1, "192.0.2.10").await, 200).await;
+    }
+    assert_problem(
+        activate(&app, &key, "ada@bucher.example", 3, "192.0.2.10").await,
+        403,
+        "license_invalid",
+    )
+    .await;
+}

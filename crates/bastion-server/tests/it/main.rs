@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod auth;
+mod email_forms;
 mod endpoints;
 mod hardening;
 mod licenses;

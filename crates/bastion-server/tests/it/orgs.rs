@@ -1016,7 +1016,10 @@ async fn r1_invitations_work_once_for_the_invited_address_and_r5_activity_stays_
         )
         .await;
         let mails = app.wait_for_mail("carol@a.example", 2).await;
-        assert!(mails.last().unwrap().subject().contains("Acme"));
+        // The org's name is in the body, quoted as data; never in the subject.
+        let invite = mails.last().unwrap();
+        assert!(!invite.subject().contains("Acme"), "{}", invite.subject());
+        assert!(invite.decoded.contains("\"Acme"), "{}", invite.decoded);
         let token = app.link_token("carol@a.example", 2).await;
         // Someone else holding the link gets nothing (and uses it up).
         let res = call(

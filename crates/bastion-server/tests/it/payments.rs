@@ -617,10 +617,10 @@ async fn p1_a_purchase_end_to_end_issues_and_mails_the_license_once_even_when_th
         assert_eq!(issued[0]["email"], "buyer@example.com");
         let mails = app.wait_for_mail("buyer@example.com", 1).await;
         assert_eq!(mails.len(), 1);
+        assert_eq!(mails[0].subject(), "Your license key");
         assert!(
-            mails[0].subject().contains("Acme Desk"),
-            "{}",
-            mails[0].subject()
+            mails[0].decoded.contains("\"Acme Desk\""),
+            "the product, quoted, in the body"
         );
 
         // A full refund revokes it.

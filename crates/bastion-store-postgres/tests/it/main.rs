@@ -2184,7 +2184,10 @@ async fn l3_license_policies_follow_the_permission_map() {
         );
         assert!(!store.revoke_license(s, "lic_1", 3).await.unwrap(), "{at}");
         assert!(
-            !store.delete_machine(s, "lic_1", "mch_1").await.unwrap(),
+            !store
+                .delete_machine(s, "lic_1", "mch_1", 1_700_000_000_000, 1_700_000_000_001)
+                .await
+                .unwrap(),
             "{at}"
         );
         assert!(
@@ -2281,7 +2284,13 @@ async fn l3_license_policies_follow_the_permission_map() {
         assert!(store.touch_machine(&sys, &m.id, 13).await.unwrap(), "{at}");
         assert!(store.set_frozen(s, &id, Some(14)).await.unwrap(), "{at}");
         assert!(store.set_frozen(s, &id, None).await.unwrap(), "{at}");
-        assert!(store.delete_machine(s, &id, &m.id).await.unwrap(), "{at}");
+        assert!(
+            store
+                .delete_machine(s, &id, &m.id, 1_700_000_000_000, 1_700_000_000_001)
+                .await
+                .unwrap(),
+            "{at}"
+        );
         assert!(store.revoke_license(s, &id, 15).await.unwrap(), "{at}");
         assert_eq!(
             store.revoked_licenses(s, &product).await.unwrap(),
@@ -2311,7 +2320,13 @@ async fn l3_license_policies_follow_the_permission_map() {
     ));
     assert!(
         !store
-            .delete_machine(&admin, "lic_1", "mch_1")
+            .delete_machine(
+                &admin,
+                "lic_1",
+                "mch_1",
+                1_700_000_000_000,
+                1_700_000_000_001
+            )
             .await
             .unwrap()
     );
@@ -2337,7 +2352,13 @@ async fn l3_license_policies_follow_the_permission_map() {
     );
     assert!(
         store
-            .delete_machine(&admin, "lic_1", "mch_1")
+            .delete_machine(
+                &admin,
+                "lic_1",
+                "mch_1",
+                1_700_000_000_000,
+                1_700_000_000_001
+            )
             .await
             .unwrap()
     );

@@ -311,7 +311,10 @@ pub async fn l3_licenses_are_found_by_key_hash_and_org_scoped<S: Store>(store: A
             "{s:?}"
         );
         assert!(
-            !store.delete_machine(s, "lic_1", "mch_1").await.unwrap(),
+            !store
+                .delete_machine(s, "lic_1", "mch_1", NOW, NOW + 1)
+                .await
+                .unwrap(),
             "{s:?}"
         );
         assert!(
@@ -444,23 +447,50 @@ pub async fn l2_concurrent_activations_never_exceed_the_machine_limit<S: Store>(
     );
     assert!(
         !store
-            .delete_machine(&SYS, "lic_other", &first.id)
+            .delete_machine(&SYS, "lic_other", &first.id, NOW, NOW + 1)
             .await
             .unwrap(),
         "a machine of another license"
     );
     assert!(
         store
-            .delete_machine(&SYS, "lic_1", &first.id)
+            .delete_machine(&SYS, "lic_1", &first.id, NOW + 50, NOW + 1_000)
             .await
             .unwrap()
     );
     assert!(
         !store
-            .delete_machine(&SYS, "lic_1", &first.id)
+            .delete_machine(&SYS, "lic_1", &first.id, NOW + 50, NOW + 1_000)
             .await
             .unwrap()
     );
+    // L2, L4: the deactivated machine's certificates are in its product's revocation list until
+    // their longest lease has ended, and cleanup then takes the row.
+    let product = policy.product_id.clone();
+    assert_eq!(
+        store
+            .revoked_machines(&SYS, &product, NOW + 999)
+            .await
+            .unwrap(),
+        std::slice::from_ref(&first.id)
+    );
+    assert!(
+        store
+            .revoked_machines(&SYS, "prd_other", NOW + 999)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .revoked_machines(&SYS, &product, NOW + 1_000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let lapsed = crate::Purgeable::LapsedMachineRevocations;
+    assert_eq!(store.purge(&SYS, lapsed, NOW + 999, 10).await.unwrap(), 0);
+    assert_eq!(store.purge(&SYS, lapsed, NOW + 1_000, 10).await.unwrap(), 1);
     assert_eq!(store.machines(&SYS, "lic_1").await.unwrap().len(), 2);
     assert_eq!(
         store.activate_machine(&SYS, &fourth, 3).await.unwrap(),
