@@ -151,7 +151,9 @@ async fn l1_l2_l4_a_license_is_mailed_verifies_offline_and_activates_with_a_mach
             key.len()
         );
 
-        // L2: delivered to the licensee, key included, once.
+        // L2: delivered to the licensee, key included, once: counted where mail is queued (in the
+        // license's own transaction), so a late duplicate cannot hide behind the first delivery.
+        assert_eq!(queued_mail(&app, "buyer@example.com").await, 1);
         let mails = app.wait_for_mail("buyer@example.com", 1).await;
         assert_eq!(mails.len(), 1);
         assert!(mails[0].decoded.contains(&key), "the mail carries the key");
@@ -170,6 +172,13 @@ async fn l1_l2_l4_a_license_is_mailed_verifies_offline_and_activates_with_a_mach
             keys.verify_license(&key, Some("other@example.com"), now_s(), 300),
             Err(LicenseError::EmailMismatch)
         );
+        // L2 online: the server refuses the key with another email, and no seat is taken.
+        assert_problem(
+            activate(&app, &key, "other@example.com", 1, "203.0.113.2").await,
+            403,
+            "license_invalid",
+        )
+        .await;
 
         // L4: activation returns a certificate for this machine only.
         let cert = ok_json(
@@ -499,27 +508,41 @@ async fn l7_the_20th_failure_against_a_key_freezes_it_mails_the_customer_once_an
         let shop = shop(&a, "owner@acme.example", 3).await;
         let (lic, key) = issue(&a, &shop, &shop.owner, "buyer@example.com").await;
         let (_, other_key) = issue(&a, &shop, &shop.owner, "second@example.com").await;
-        // 20 wrong-email attempts from 20 addresses (no IP lockout), concurrently, both nodes.
+        // 19 wrong-email attempts from 19 addresses (no IP lockout), concurrently, both nodes:
+        // each one the same `license_invalid`, and the key still works after them.
         let mut tasks = Vec::new();
-        for i in 0..20 {
+        for i in 0..19 {
             let node = if i % 2 == 0 { a.clone() } else { b.clone() };
             let key = key.clone();
             tasks.push(tokio::spawn(async move {
-                activate(
+                let res = activate(
                     &node,
                     &key,
                     &format!("guess{i}@example.com"),
                     i,
                     &format!("10.9.0.{i}"),
                 )
-                .await
-                .status()
-                .as_u16()
+                .await;
+                let status = res.status().as_u16();
+                let body: Value = res.json().await.unwrap();
+                (status, body["code"].as_str().unwrap_or_default().to_owned())
             }));
         }
         for t in tasks {
-            assert_eq!(t.await.unwrap(), 403);
+            assert_eq!(t.await.unwrap(), (403, "license_invalid".to_owned()));
         }
+        ok_json(
+            activate(&a, &key, "buyer@example.com", 1, "10.8.0.3").await,
+            200,
+        )
+        .await;
+        // The 20th failure (a success in between does not reset the count) freezes the key.
+        assert_problem(
+            activate(&b, &key, "guess19@example.com", 19, "10.9.0.19").await,
+            403,
+            "license_invalid",
+        )
+        .await;
         // Frozen: the right email no longer activates, from a clean address.
         assert_problem(
             activate(&b, &key, "buyer@example.com", 1, "10.8.0.1").await,
@@ -748,7 +771,7 @@ async fn l5_revoke_from_the_app_works_through_the_mailed_link_once_only_for_that
 }
 
 /// Messages ever queued to `address` (sent or not), counted in the outbox table.
-async fn queued_mail(app: &TestApp, address: &str) -> i64 {
+pub(crate) async fn queued_mail(app: &TestApp, address: &str) -> i64 {
     let url = &app.config.database_url;
     if url.starts_with("postgres") {
         let pool = sqlx::PgPool::connect(url).await.unwrap();

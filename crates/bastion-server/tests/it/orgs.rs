@@ -614,6 +614,61 @@ async fn r2_escalation_is_refused_and_the_last_super_admin_stays() {
         )
         .await;
         assert_problem(res, 403, "level_too_high").await;
+        // Every refusal above left the org as it was: the same members at the same levels, and
+        // nobody invited at a level the inviter lacked.
+        let levels = |app: &TestApp, auth: String| {
+            let url = members.clone();
+            let app_url = app.url(&url);
+            async move {
+                let list = client()
+                    .get(app_url)
+                    .header("authorization", auth)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json::<Value>()
+                    .await
+                    .unwrap();
+                let mut out: Vec<(String, String)> = list["members"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|m| {
+                        let email = m["email"].as_str().unwrap().to_owned();
+                        (email, m["level"].as_str().unwrap().to_owned())
+                    })
+                    .collect();
+                out.sort();
+                out
+            }
+        };
+        let expected: Vec<(String, String)> = [
+            ("admin@a.example", "admin"),
+            ("alice@a.example", "super_admin"),
+            ("manager@a.example", "manager"),
+            ("user@a.example", "user"),
+        ]
+        .iter()
+        .map(|(e, l)| ((*e).to_owned(), (*l).to_owned()))
+        .collect();
+        assert_eq!(levels(&app, alice.clone()).await, expected);
+        let pending_now = ok_json(
+            call(&app, Method::GET, &invitations, &alice, None).await,
+            200,
+        )
+        .await;
+        let pending_emails: Vec<&str> = pending_now["invitations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["accepted"] == false)
+            .filter_map(|i| i["email"].as_str())
+            .collect();
+        assert!(
+            pending_emails.contains(&"pending@a.example"),
+            "{pending_now}"
+        );
+        assert!(!pending_emails.contains(&"x@a.example"), "{pending_now}");
         // Allowed: an Admin moves a Manager below itself.
         let m = ok_json(
             call(
@@ -647,6 +702,11 @@ async fn r2_escalation_is_refused_and_the_last_super_admin_stays() {
         )
         .await;
         assert_problem(res, 409, "last_super_admin").await;
+        let after = levels(&app, alice.clone()).await;
+        assert!(
+            after.contains(&("alice@a.example".to_owned(), "super_admin".to_owned())),
+            "the last Super Admin is still one, and still a member: {after:?}"
+        );
         // With a second Super Admin, the first may step down.
         ok_json(
             call(

@@ -615,6 +615,12 @@ async fn p1_a_purchase_end_to_end_issues_and_mails_the_license_once_even_when_th
         )
         .await;
         assert_eq!(issued[0]["email"], "buyer@example.com");
+        // Counted in the outbox, where the license queues its mail in its own transaction: both
+        // deliveries of the webhook have been processed above, so this is the settled count.
+        assert_eq!(
+            crate::licenses::queued_mail(&app, "buyer@example.com").await,
+            1
+        );
         let mails = app.wait_for_mail("buyer@example.com", 1).await;
         assert_eq!(mails.len(), 1);
         assert_eq!(mails[0].subject(), "Your license key");

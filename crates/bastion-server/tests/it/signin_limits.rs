@@ -112,6 +112,23 @@ pub(crate) async fn audit_rows(app: &TestApp, action: &str) -> Vec<String> {
     }
 }
 
+/// The status of a sign-in answer, after checking that its problem code is the one that status
+/// must carry: a 401 is `invalid_credentials`, a 429 `login_locked` with a `Retry-After`.
+async fn checked(res: reqwest::Response) -> u16 {
+    let status = res.status().as_u16();
+    let retry_after = res.headers().contains_key("retry-after");
+    let body: serde_json::Value = res.json().await.unwrap_or_default();
+    match status {
+        401 => assert_eq!(body["code"], "invalid_credentials", "{body}"),
+        429 => {
+            assert_eq!(body["code"], "login_locked", "{body}");
+            assert!(retry_after, "429 without Retry-After");
+        }
+        _ => {}
+    }
+    status
+}
+
 fn count(statuses: &[u16], status: u16) -> usize {
     statuses.iter().filter(|s| **s == status).count()
 }
@@ -128,15 +145,14 @@ async fn burst(
             let url = apps[i % apps.len()].url("/v1/auth/login");
             let (ip, email, password) = attempt(i);
             tokio::spawn(async move {
-                client()
+                let res = client()
                     .post(url)
                     .header("x-forwarded-for", ip)
                     .json(&json!({ "email": email, "password": password }))
                     .send()
                     .await
-                    .unwrap()
-                    .status()
-                    .as_u16()
+                    .unwrap();
+                checked(res).await
             })
         })
         .collect();
@@ -312,7 +328,7 @@ async fn credential_stuffing(postgres: bool) {
     for i in 0..50 {
         let app = &apps[i % apps.len()];
         let res = login(app, stuffer, &format!("user{i}@example.com"), WRONG).await;
-        statuses.push(res.status().as_u16());
+        statuses.push(checked(res).await);
     }
     assert_eq!(
         statuses,
@@ -418,7 +434,7 @@ async fn t5_a8_a_client_supplied_forwarded_for_line_cannot_escape_the_address_li
             .send()
             .await
             .unwrap();
-        statuses.push(res.status().as_u16());
+        statuses.push(checked(res).await);
     }
     assert_eq!(statuses, [vec![401; 20], vec![429]].concat());
     // The real address is throttled whichever first line it sends.
