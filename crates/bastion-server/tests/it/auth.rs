@@ -163,14 +163,8 @@ async fn wrong_password_burst(apps: &[&TestApp], email: &str) -> Vec<u16> {
             let url = apps[i % apps.len()].url("/v1/auth/login");
             let body = json!({ "email": email, "password": "guess guess" });
             tokio::spawn(async move {
-                client()
-                    .post(url)
-                    .json(&body)
-                    .send()
-                    .await
-                    .unwrap()
-                    .status()
-                    .as_u16()
+                let res = client().post(url).json(&body).send().await.unwrap();
+                crate::signin_limits::checked(res).await
             })
         })
         .collect();

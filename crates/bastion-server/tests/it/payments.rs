@@ -1150,5 +1150,28 @@ async fn p3_a_captured_delivery_re_sent_under_a_new_unsigned_id_is_the_same_even
         .await;
         let n = events["events"].as_array().map_or(0, Vec::len);
         assert_eq!(n, 2, "{events}");
+        // U1: each webhook event is audited with its provider, trigger and processed status.
+        let endpoint_id = e["id"].as_str().unwrap();
+        let received = crate::signin_limits::audit_rows(&app, "webhook.received").await;
+        assert_eq!(received.len(), 2, "{received:?}");
+        for row in &received {
+            let v: Value = serde_json::from_str(row).unwrap();
+            assert_eq!(v["provider"], "github", "{v}");
+            assert_eq!(v["type"], "push", "{v}");
+            assert_eq!(v["endpoint_id"], endpoint_id, "{v}");
+            assert_eq!(v["status"], "processed", "{v}");
+        }
+        let replayed = crate::signin_limits::audit_rows(&app, "webhook.replayed").await;
+        assert_eq!(replayed.len(), 1, "{replayed:?}");
+        let v: Value = serde_json::from_str(&replayed[0]).unwrap();
+        assert_eq!(
+            (
+                v["provider"].as_str(),
+                v["type"].as_str(),
+                v["event_id"].as_str()
+            ),
+            (Some("github"), Some("push"), Some("d-1")),
+            "the re-sent delivery is filed as the first one: {v}"
+        );
     }
 }

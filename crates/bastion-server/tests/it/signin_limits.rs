@@ -114,7 +114,7 @@ pub(crate) async fn audit_rows(app: &TestApp, action: &str) -> Vec<String> {
 
 /// The status of a sign-in answer, after checking that its problem code is the one that status
 /// must carry: a 401 is `invalid_credentials`, a 429 `login_locked` with a `Retry-After`.
-async fn checked(res: reqwest::Response) -> u16 {
+pub(crate) async fn checked(res: reqwest::Response) -> u16 {
     let status = res.status().as_u16();
     let retry_after = res.headers().contains_key("retry-after");
     let body: serde_json::Value = res.json().await.unwrap_or_default();
@@ -236,6 +236,7 @@ async fn wrong_password_burst(postgres: bool) {
         return;
     };
     sign_up(&apps[0], "victim@example.com").await;
+    let started_ms = clock.now_ms();
     let statuses = burst(&apps, 20, |i| {
         (format!("203.0.113.{}", i + 1), "victim@example.com", WRONG)
     })
@@ -266,7 +267,16 @@ async fn wrong_password_burst(postgres: bool) {
     }
     let locks = audit_rows(&apps[0], "login.locked").await;
     assert_eq!(locks.len(), 1, "one audit row per lock: {locks:?}");
-    assert!(locks[0].contains("\"account\""), "{locks:?}");
+    // U1: the lock's record says which limit locked, from where, and until when.
+    let lock: serde_json::Value = serde_json::from_str(&locks[0]).unwrap();
+    assert_eq!(lock["limit"], "account", "{lock}");
+    assert!(
+        lock["ip"]
+            .as_str()
+            .is_some_and(|ip| ip.starts_with("203.0.113.")),
+        "{lock}"
+    );
+    assert_eq!(lock["until_ms"], started_ms + FIFTEEN_MINUTES_MS, "{lock}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
