@@ -101,6 +101,15 @@ async fn p4_only_a_signed_system_context_reaches_idempotency_keys() {
 async fn p4_the_schema_refuses_half_a_response() {
     let Some(f) = fresh().await else { return };
     let pool = f.store.pool();
+    // Control: the same columns with a whole (in-flight) row are accepted, so each refusal
+    // below is the schema's rule, not a mistyped statement.
+    sqlx::query(
+        "INSERT INTO idempotency_keys (id, owner, key, request_hash, created_ms, expires_ms) \
+         VALUES ('idm_ok', 'usr_a', 'k-ok', decode(repeat('ee', 32), 'hex'), 1, 2)",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
     for stmt in [
         // A status without a body.
         "INSERT INTO idempotency_keys (id, owner, key, request_hash, status, created_ms, expires_ms) \
@@ -115,9 +124,15 @@ async fn p4_the_schema_refuses_half_a_response() {
         "INSERT INTO idempotency_keys (id, owner, key, request_hash, status, headers, body_key, body, created_ms, expires_ms) \
          VALUES ('idm_1', 'usr_a', 'k', decode(repeat('ee', 32), 'hex'), 200, 'nope', 'idempotency-v1', 'x'::bytea, 1, 2)",
     ] {
+        let err = sqlx::query(stmt).execute(pool).await.expect_err(stmt);
+        let code = err
+            .as_database_error()
+            .and_then(|d| d.code().map(|c| c.into_owned()))
+            .unwrap_or_default();
+        // 23: a constraint refused the row; 22: a value of the wrong form (headers not JSON).
         assert!(
-            sqlx::query(stmt).execute(pool).await.is_err(),
-            "accepted: {stmt}"
+            code.starts_with("23") || code.starts_with("22"),
+            "{stmt}: {code} is not the schema's refusal: {err}"
         );
     }
 }

@@ -188,14 +188,33 @@ async fn u2_audit_rows_cannot_be_updated_or_deleted_by_any_role() {
     assert_eq!(f.store.head(&sys).await.unwrap().seq, 2);
 }
 
+/// Whether `e` is the database refusing the statement (SQLSTATE 42501: no grant, or a
+/// row-level security check; P0001: a policy trigger raising; class 23: an integrity rule, such
+/// as the composite keys that tie a row's org to its parent's, or the last-Super-Admin trigger).
+/// Anything else (an undefined column or table, a syntax or type error) is the test's own
+/// mistake and must not pass as a refusal.
+fn refusal(e: &sqlx::Error, what: &str) -> bool {
+    let code = e
+        .as_database_error()
+        .and_then(|d| d.code().map(|c| c.into_owned()))
+        .unwrap_or_default();
+    if code == "42501" || code == "P0001" || code.starts_with("23") {
+        return true;
+    }
+    panic!("{what}: not a refusal but an error in the statement itself ({code}): {e}")
+}
+
 /// `sql`'s single count, run by a direct connection as `role` with the context `ctx`; a
-/// refusal (no grant) counts as zero rows.
+/// refusal (no grant) counts as zero rows, any other error fails the test.
 async fn count_with(pool: &sqlx::PgPool, role: &str, ctx: &str, sql: &str) -> i64 {
     let mut tx = begin_as(pool, role, Some(ctx)).await;
-    let n = sqlx::query_scalar(sql)
-        .fetch_one(&mut *tx)
-        .await
-        .unwrap_or(0);
+    let n = match sqlx::query_scalar(sql).fetch_one(&mut *tx).await {
+        Ok(n) => n,
+        Err(e) => {
+            assert!(refusal(&e, sql));
+            0
+        }
+    };
     tx.rollback().await.unwrap();
     n
 }
@@ -340,17 +359,24 @@ async fn attacker_view(
     let mut out = Vec::new();
     for t in tables {
         let mut tx = begin_as(pool, role, ctx).await;
-        let seen: Result<i64, _> = sqlx::query_scalar(&format!("SELECT count(*) FROM {t}"))
-            .fetch_one(&mut *tx)
-            .await;
-        // No grant at all is as good as no rows.
-        out.push((format!("{t} select"), seen.unwrap_or(0)));
+        let select = format!("SELECT count(*) FROM {t}");
+        let seen: Result<i64, _> = sqlx::query_scalar(&select).fetch_one(&mut *tx).await;
+        // No grant at all is as good as no rows; any other error is the test's.
+        let seen = seen.unwrap_or_else(|e| {
+            assert!(refusal(&e, &select));
+            0
+        });
+        out.push((format!("{t} select"), seen));
         tx.rollback().await.unwrap();
         let mut tx = begin_as(pool, role, ctx).await;
-        let gone = sqlx::query(&format!("DELETE FROM {t}"))
-            .execute(&mut *tx)
-            .await
-            .map_or(0, |r| i64::try_from(r.rows_affected()).unwrap());
+        let delete = format!("DELETE FROM {t}");
+        let gone = sqlx::query(&delete).execute(&mut *tx).await.map_or_else(
+            |e| {
+                assert!(refusal(&e, &delete));
+                0
+            },
+            |r| i64::try_from(r.rows_affected()).unwrap(),
+        );
         out.push((format!("{t} delete"), gone));
         tx.rollback().await.unwrap();
     }
@@ -368,10 +394,13 @@ async fn attacker_writes(
     let mut out = Vec::new();
     for stmt in stmts {
         let mut tx = begin_as(pool, role, ctx).await;
-        let done = sqlx::query(stmt)
-            .execute(&mut *tx)
-            .await
-            .map_or(0, |r| r.rows_affected());
+        let done = sqlx::query(stmt).execute(&mut *tx).await.map_or_else(
+            |e| {
+                assert!(refusal(&e, stmt));
+                0
+            },
+            |r| r.rows_affected(),
+        );
         out.push(((*stmt).to_owned(), done));
         tx.rollback().await.unwrap();
     }
@@ -623,6 +652,46 @@ async fn r4_a_direct_connection_without_a_valid_context_sees_nothing_and_cannot_
     // Forgeries: no context, a made-up MAC, a real MAC moved to another user, org or kind, a
     // system context presented as the app role, contexts that have expired, and the genuine
     // context of a revoked key.
+    // A key ring and its canary, so the forged writes against them have rows to aim at.
+    {
+        use bastion_store::KeyRingStore;
+        f.store.init_canary(&sys, b"canary", 1).await.unwrap();
+        let key = bastion_store::StoredKey {
+            purpose: "audit".into(),
+            version: 1,
+            key_id: "audit-v1-0011".into(),
+            algorithm: "Ed25519".into(),
+            wrapped: vec![1, 2, 3],
+            public_key: Some(vec![4; 32]),
+            created_ms: 42,
+            retired: false,
+        };
+        f.store.insert_key(&sys, &key).await.unwrap();
+    }
+    // The rows the forged writes aim at, as the owner reads them, to compare afterwards.
+    let owner_view = |sql: &'static str| {
+        let url = f._db.url.clone();
+        async move {
+            let pool = sqlx::PgPool::connect(&url).await.unwrap();
+            let rows: Vec<String> = sqlx::query_scalar(sql).fetch_all(&pool).await.unwrap();
+            pool.close().await;
+            rows
+        }
+    };
+    let after_state_sql: [&'static str; 4] = [
+        "SELECT id || ':' || email FROM bastion.users ORDER BY id",
+        "SELECT id || ':' || data FROM bastion.activity_events ORDER BY id",
+        "SELECT key_id || ':' || retired::text FROM bastion.key_ring ORDER BY key_id",
+        "SELECT encode(canary, 'hex') FROM bastion.key_canary",
+    ];
+    let mut before_state = Vec::new();
+    for sql in after_state_sql {
+        before_state.push(owner_view(sql).await);
+    }
+    assert!(
+        before_state.iter().all(|rows| !rows.is_empty()),
+        "the control rows exist: {before_state:?}"
+    );
     let (_, real_user_ctx) = f.store.signed_context(&me).unwrap();
     let (_, real_sys_ctx) = f.store.signed_context(&sys).unwrap();
     let (_, real_member_ctx) = f.store.signed_context(&in_org("usr_b", "org_a")).unwrap();
@@ -680,6 +749,9 @@ async fn r4_a_direct_connection_without_a_valid_context_sees_nothing_and_cannot_
         assert_eq!(n, 0, "system role with a key context: {what}");
     }
     // Nothing changed underneath.
+    for (sql, before) in after_state_sql.iter().zip(&before_state) {
+        assert_eq!(&owner_view(sql).await, before, "{sql}");
+    }
     assert_eq!(
         f.store.org(&sys, "org_a").await.unwrap().unwrap().name,
         "Org org_a"
@@ -860,7 +932,11 @@ async fn r4_a_runtime_login_role_serves_through_the_owners_key_and_alone_sees_no
     let pool = sqlx::PgPool::connect(&format!("{url}?options=-csearch_path%3Dbastion"))
         .await
         .unwrap();
-    let denied = |r: Result<i64, sqlx::Error>| r.map_or(true, |n| n == 0);
+    // Zero rows, or the database's refusal; any other error fails (see `refusal`).
+    let denied = |r: Result<i64, sqlx::Error>| match r {
+        Ok(n) => n == 0,
+        Err(e) => refusal(&e, "a direct read"),
+    };
     let scalar = |sql: &'static str| {
         let pool = pool.clone();
         async move { sqlx::query_scalar::<_, i64>(sql).fetch_one(&pool).await }
