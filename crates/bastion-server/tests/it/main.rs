@@ -7,6 +7,7 @@ mod auth;
 mod email_forms;
 mod endpoints;
 mod hardening;
+mod jobs;
 mod licenses;
 mod lifecycle;
 mod links;
