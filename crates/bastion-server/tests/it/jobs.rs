@@ -81,7 +81,7 @@ async fn a5_the_server_rotates_the_token_key_on_schedule_and_keeps_the_old_one_p
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     assert_eq!(
         jwks_kids(&app).await,
-        [first_kid.clone()],
+        std::slice::from_ref(&first_kid),
         "rotated too early"
     );
     // Due: the job rotates, and keeps the old key published.
