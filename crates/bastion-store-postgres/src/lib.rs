@@ -7,9 +7,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use bastion_store::{
-    AttemptDecision, AttemptOutcome, AuditRecord, AuditStore, ChainHead, CheckpointRecord,
-    CounterState, Isolation, KeyRingStore, LockoutStore, NewAuditEvent, Reservation, Scope, Sealer,
-    Settled, Store, StoreError, StoreResult, StoredKey, ThrottleRule, reserve_all, settle_all,
+    AttemptDecision, AuditRecord, AuditStore, ChainHead, CheckpointRecord, CounterRule,
+    CounterState, Isolation, KeyRingStore, LockoutStore, NewAuditEvent, Scope, Sealer, Store,
+    StoreError, StoreResult, StoredKey, ThrottleRule,
 };
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{PgPool, Postgres, Row, Transaction};
@@ -498,69 +498,6 @@ impl KeyRingStore for PgStore {
     }
 }
 
-impl PgStore {
-    /// Applies counter rules ([`CounterState`]) to the rows of `keys` while holding their row
-    /// locks, so nodes sharing the database count one by one. Rows are locked in key order, so
-    /// two transactions over the same keys cannot deadlock; the no-op upsert both creates a
-    /// missing row and locks an existing one. `rule` returns the new states (`None`: write
-    /// nothing) and its answer.
-    #[tracing::instrument(skip_all, fields(keys = keys.len()))]
-    async fn update_counters<R>(
-        &self,
-        scope: &Scope,
-        keys: &[&str],
-        now_ms: i64,
-        rule: impl FnOnce(&[CounterState]) -> (Option<Vec<CounterState>>, R),
-    ) -> StoreResult<R> {
-        let mut tx = self.begin(scope).await?;
-        let mut order: Vec<usize> = (0..keys.len()).collect();
-        order.sort_by_key(|i| keys[*i]);
-        let mut before = vec![CounterState::new(now_ms); keys.len()];
-        for i in order {
-            let row = sqlx::query(
-                "INSERT INTO attempt_counters (key, window_start_ms, attempts, locked_until_ms) \
-                 VALUES ($1, $2, 0, 0) \
-                 ON CONFLICT (key) DO UPDATE SET key = EXCLUDED.key \
-                 RETURNING window_start_ms, attempts, locked_until_ms, in_flight, in_flight_until_ms",
-            )
-            .bind(keys[i])
-            .bind(now_ms)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(db_err)?;
-            before[i] = CounterState {
-                window_start_ms: row.try_get(0).map_err(db_err)?,
-                count: row.try_get(1).map_err(db_err)?,
-                locked_until_ms: row.try_get(2).map_err(db_err)?,
-                in_flight: row.try_get(3).map_err(db_err)?,
-                in_flight_until_ms: row.try_get(4).map_err(db_err)?,
-            };
-        }
-        let (after, answer) = rule(&before);
-        for ((key, old), new) in keys.iter().zip(&before).zip(after.iter().flatten()) {
-            if old == new {
-                continue;
-            }
-            sqlx::query(
-                "UPDATE attempt_counters SET window_start_ms = $2, attempts = $3, \
-                   locked_until_ms = $4, in_flight = $5, in_flight_until_ms = $6 \
-                 WHERE key = $1",
-            )
-            .bind(key)
-            .bind(new.window_start_ms)
-            .bind(new.count)
-            .bind(new.locked_until_ms)
-            .bind(new.in_flight)
-            .bind(new.in_flight_until_ms)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
-        }
-        tx.commit().await.map_err(db_err)?;
-        Ok(answer)
-    }
-}
-
 #[async_trait::async_trait]
 impl LockoutStore for PgStore {
     /// One UPSERT: every SET expression sees the row as it was, and the row (PostgreSQL) or the
@@ -610,36 +547,63 @@ impl LockoutStore for PgStore {
         })
     }
 
-    async fn reserve_attempts(
+    /// Holds the row locks of `keys` while `rule` runs, so nodes sharing the database count one
+    /// by one. Rows are locked in key order, so two transactions over the same keys cannot
+    /// deadlock; the no-op upsert both creates a missing row and locks an existing one.
+    #[tracing::instrument(skip_all, fields(keys = keys.len()))]
+    async fn update_counters(
         &self,
         scope: &Scope,
-        limits: &[(&str, ThrottleRule)],
+        keys: &[&str],
         now_ms: i64,
-    ) -> StoreResult<Reservation> {
-        let (keys, rules): (Vec<&str>, Vec<ThrottleRule>) = limits.iter().copied().unzip();
-        self.update_counters(scope, &keys, now_ms, |states| {
-            match reserve_all(states, &rules, now_ms) {
-                Ok(next) => (Some(next), Reservation::Granted),
-                Err(refusal) => (None, refusal),
+        rule: CounterRule<'_>,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin(scope).await?;
+        let mut order: Vec<usize> = (0..keys.len()).collect();
+        order.sort_by_key(|i| keys[*i]);
+        let mut before = vec![CounterState::new(now_ms); keys.len()];
+        for i in order {
+            let row = sqlx::query(
+                "INSERT INTO attempt_counters (key, window_start_ms, attempts, locked_until_ms) \
+                 VALUES ($1, $2, 0, 0) \
+                 ON CONFLICT (key) DO UPDATE SET key = EXCLUDED.key \
+                 RETURNING window_start_ms, attempts, locked_until_ms, in_flight, in_flight_until_ms",
+            )
+            .bind(keys[i])
+            .bind(now_ms)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_err)?;
+            before[i] = CounterState {
+                window_start_ms: row.try_get(0).map_err(db_err)?,
+                count: row.try_get(1).map_err(db_err)?,
+                locked_until_ms: row.try_get(2).map_err(db_err)?,
+                in_flight: row.try_get(3).map_err(db_err)?,
+                in_flight_until_ms: row.try_get(4).map_err(db_err)?,
+            };
+        }
+        let after = rule(&before);
+        for ((key, old), new) in keys.iter().zip(&before).zip(after.iter().flatten()) {
+            if old == new {
+                continue;
             }
-        })
-        .await
-    }
-
-    async fn settle_attempts(
-        &self,
-        scope: &Scope,
-        limits: &[(&str, ThrottleRule)],
-        now_ms: i64,
-        outcome: AttemptOutcome,
-        reserved: bool,
-    ) -> StoreResult<Vec<Settled>> {
-        let (keys, rules): (Vec<&str>, Vec<ThrottleRule>) = limits.iter().copied().unzip();
-        self.update_counters(scope, &keys, now_ms, |states| {
-            let (next, settled) = settle_all(states, &rules, now_ms, outcome, reserved);
-            (Some(next), settled)
-        })
-        .await
+            sqlx::query(
+                "UPDATE attempt_counters SET window_start_ms = $2, attempts = $3, \
+                   locked_until_ms = $4, in_flight = $5, in_flight_until_ms = $6 \
+                 WHERE key = $1",
+            )
+            .bind(key)
+            .bind(new.window_start_ms)
+            .bind(new.count)
+            .bind(new.locked_until_ms)
+            .bind(new.in_flight)
+            .bind(new.in_flight_until_ms)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(())
     }
 
     async fn locked_until(

@@ -6,9 +6,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use bastion_store::{
-    AttemptDecision, AttemptOutcome, AuditRecord, AuditStore, ChainHead, CheckpointRecord,
-    CounterState, Isolation, KeyRingStore, LockoutStore, NewAuditEvent, Reservation, Scope, Sealer,
-    Settled, Store, StoreError, StoreResult, StoredKey, ThrottleRule, reserve_all, settle_all,
+    AttemptDecision, AuditRecord, AuditStore, ChainHead, CheckpointRecord, CounterRule,
+    CounterState, Isolation, KeyRingStore, LockoutStore, NewAuditEvent, Scope, Sealer, Store,
+    StoreError, StoreResult, StoredKey, ThrottleRule,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
@@ -409,43 +409,14 @@ impl KeyRingStore for SqliteStore {
     }
 }
 
-impl SqliteStore {
-    /// Applies counter rules ([`CounterState`]) to the rows of `keys` under the database write
-    /// lock, so nodes and processes sharing the file count one by one. `rule` returns the new
-    /// states (`None`: write nothing) and its answer.
-    #[tracing::instrument(skip_all, fields(keys = keys.len()))]
-    async fn update_counters<R>(
-        &self,
-        keys: &[&str],
-        now_ms: i64,
-        rule: impl FnOnce(&[CounterState]) -> (Option<Vec<CounterState>>, R),
-    ) -> StoreResult<R> {
-        let mut conn = self.pool.acquire().await.map_err(db_err)?;
-        sqlx::query("BEGIN IMMEDIATE")
-            .execute(&mut *conn)
-            .await
-            .map_err(db_err)?;
-        let outcome = update_counters_in_tx(&mut conn, keys, now_ms, rule).await;
-        let end = if outcome.is_ok() {
-            "COMMIT"
-        } else {
-            "ROLLBACK"
-        };
-        if let Err(e) = sqlx::query(end).execute(&mut *conn).await {
-            // Never hand an open transaction back to the pool.
-            conn.detach();
-            return Err(db_err(e));
-        }
-        outcome
-    }
-}
-
-async fn update_counters_in_tx<R>(
+/// [`LockoutStore::update_counters`] inside a `BEGIN IMMEDIATE` transaction: the write lock
+/// makes every process sharing the file count one by one.
+async fn update_counters_in_tx(
     conn: &mut sqlx::SqliteConnection,
     keys: &[&str],
     now_ms: i64,
-    rule: impl FnOnce(&[CounterState]) -> (Option<Vec<CounterState>>, R),
-) -> StoreResult<R> {
+    rule: CounterRule<'_>,
+) -> StoreResult<()> {
     let mut before = Vec::with_capacity(keys.len());
     for key in keys {
         let row = sqlx::query(
@@ -467,7 +438,7 @@ async fn update_counters_in_tx<R>(
             None => CounterState::new(now_ms),
         });
     }
-    let (after, answer) = rule(&before);
+    let after = rule(&before);
     for ((key, old), new) in keys.iter().zip(&before).zip(after.iter().flatten()) {
         if old == new {
             continue;
@@ -490,7 +461,7 @@ async fn update_counters_in_tx<R>(
         .await
         .map_err(db_err)?;
     }
-    Ok(answer)
+    Ok(())
 }
 
 #[async_trait::async_trait]
@@ -541,38 +512,18 @@ impl LockoutStore for SqliteStore {
         })
     }
 
-    async fn reserve_attempts(
+    #[tracing::instrument(skip_all, fields(keys = keys.len()))]
+    async fn update_counters(
         &self,
         scope: &Scope,
-        limits: &[(&str, ThrottleRule)],
+        keys: &[&str],
         now_ms: i64,
-    ) -> StoreResult<Reservation> {
+        rule: CounterRule<'_>,
+    ) -> StoreResult<()> {
         require_system(scope)?;
-        let (keys, rules): (Vec<&str>, Vec<ThrottleRule>) = limits.iter().copied().unzip();
-        self.update_counters(&keys, now_ms, |states| {
-            match reserve_all(states, &rules, now_ms) {
-                Ok(next) => (Some(next), Reservation::Granted),
-                Err(refusal) => (None, refusal),
-            }
-        })
-        .await
-    }
-
-    async fn settle_attempts(
-        &self,
-        scope: &Scope,
-        limits: &[(&str, ThrottleRule)],
-        now_ms: i64,
-        outcome: AttemptOutcome,
-        reserved: bool,
-    ) -> StoreResult<Vec<Settled>> {
-        require_system(scope)?;
-        let (keys, rules): (Vec<&str>, Vec<ThrottleRule>) = limits.iter().copied().unzip();
-        self.update_counters(&keys, now_ms, |states| {
-            let (next, settled) = settle_all(states, &rules, now_ms, outcome, reserved);
-            (Some(next), settled)
-        })
-        .await
+        let mut conn = self.begin_immediate().await?;
+        let outcome = update_counters_in_tx(&mut conn, keys, now_ms, rule).await;
+        SqliteStore::end_immediate(conn, outcome).await
     }
 
     async fn locked_until(

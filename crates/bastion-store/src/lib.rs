@@ -32,8 +32,8 @@ pub use licenses::{
 };
 pub use links::{ConsumedLink, MagicLinkRow, MagicLinkStore};
 pub use lockout::{
-    AttemptDecision, AttemptOutcome, CounterState, LockoutStore, RESERVATION_LEASE_MS, Reservation,
-    Settled, ThrottleRule, reserve_all, settle_all,
+    AttemptDecision, AttemptOutcome, CounterRule, CounterState, LockoutStore, RESERVATION_LEASE_MS,
+    Reservation, Settled, ThrottleRule, reserve_all, settle_all,
 };
 pub use mail::{ClaimedMail, MailCounts, MailStore, OutboundMail};
 pub use orgs::{

@@ -184,6 +184,9 @@ impl CounterState {
     }
 }
 
+/// A rule applied by [`LockoutStore::update_counters`]: the states read, to the states to write.
+pub type CounterRule<'a> = &'a mut (dyn FnMut(&[CounterState]) -> Option<Vec<CounterState>> + Send);
+
 /// [`CounterState::reserve`] over several counters: the new states if every one granted, else the
 /// first refusal (and the states must not be written).
 pub fn reserve_all(
@@ -226,6 +229,17 @@ pub trait LockoutStore {
         now_ms: i64,
         rule: &ThrottleRule,
     ) -> StoreResult<AttemptDecision>;
+    /// Runs `rule` on the counters of `keys` (a missing one as [`CounterState::new`]) while every
+    /// other caller, on any node, waits, and writes the states it returns (`None`: nothing). The
+    /// one backend-specific step of [`LockoutStore::reserve_attempts`] and
+    /// [`LockoutStore::settle_attempts`], so both stores apply the same rules.
+    async fn update_counters(
+        &self,
+        scope: &Scope,
+        keys: &[&str],
+        now_ms: i64,
+        rule: CounterRule<'_>,
+    ) -> StoreResult<()>;
     /// Takes an in-flight place for one evaluation under every one of `limits` (key, rule)
     /// ([`CounterState::reserve`]), in one transaction, atomically across nodes: all places or
     /// none. A refusal is the first one in `limits` order.
@@ -234,7 +248,20 @@ pub trait LockoutStore {
         scope: &Scope,
         limits: &[(&str, ThrottleRule)],
         now_ms: i64,
-    ) -> StoreResult<Reservation>;
+    ) -> StoreResult<Reservation> {
+        let (keys, rules): (Vec<&str>, Vec<ThrottleRule>) = limits.iter().copied().unzip();
+        let mut answer = Reservation::Granted;
+        let mut rule = |states: &[CounterState]| match reserve_all(states, &rules, now_ms) {
+            Ok(next) => Some(next),
+            Err(refusal) => {
+                answer = refusal;
+                None
+            }
+        };
+        self.update_counters(scope, &keys, now_ms, &mut rule)
+            .await?;
+        Ok(answer)
+    }
     /// Settles an evaluation under every one of `limits` ([`CounterState::settle`]), in one
     /// transaction; the counters after it, in `limits` order. `reserved` says whether places were
     /// held (a failure may also be counted against a key nobody reserved, e.g. a
@@ -246,7 +273,18 @@ pub trait LockoutStore {
         now_ms: i64,
         outcome: AttemptOutcome,
         reserved: bool,
-    ) -> StoreResult<Vec<Settled>>;
+    ) -> StoreResult<Vec<Settled>> {
+        let (keys, rules): (Vec<&str>, Vec<ThrottleRule>) = limits.iter().copied().unzip();
+        let mut answer = Vec::new();
+        let mut rule = |states: &[CounterState]| {
+            let (next, settled) = settle_all(states, &rules, now_ms, outcome, reserved);
+            answer = settled;
+            Some(next)
+        };
+        self.update_counters(scope, &keys, now_ms, &mut rule)
+            .await?;
+        Ok(answer)
+    }
     /// Until when `key` is locked, if it is locked at `now_ms`; counts nothing.
     async fn locked_until(&self, scope: &Scope, key: &str, now_ms: i64)
     -> StoreResult<Option<i64>>;
