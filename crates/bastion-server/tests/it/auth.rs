@@ -12,7 +12,7 @@ async fn app(tweak: impl FnOnce(&mut bastion_server::Config)) -> TestApp {
     spawn_app(Spawn::default(), tweak).await.unwrap()
 }
 
-async fn post(app: &TestApp, path: &str, body: Value) -> reqwest::Response {
+pub(crate) async fn post(app: &TestApp, path: &str, body: Value) -> reqwest::Response {
     client()
         .post(app.url(path))
         .json(&body)

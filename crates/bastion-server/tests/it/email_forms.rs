@@ -9,6 +9,7 @@ use bastion_store::{Scope, Store};
 use bastion_testkit::app::{Spawn, TestApp, spawn_app};
 use serde_json::{Value, json};
 
+use crate::auth::post;
 use crate::auth::signup_and_login;
 use crate::orgs::backends;
 use crate::signin_limits::audit_rows;
@@ -16,15 +17,6 @@ use crate::{assert_problem, client};
 
 const PASSWORD: &str = "correct horse battery staple";
 const SYS: Scope = Scope::System("test");
-
-async fn post(app: &TestApp, path: &str, body: Value) -> reqwest::Response {
-    client()
-        .post(app.url(path))
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-}
 
 /// The app's own database, opened beside it the way an operator's tool would.
 async fn store_of(app: &TestApp) -> Arc<dyn Store> {

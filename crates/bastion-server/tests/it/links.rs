@@ -11,19 +11,11 @@ use bastion_testkit::app::{Spawn, TestApp, spawn_app};
 use bastion_testkit::smtp::SmtpSink;
 use serde_json::{Value, json};
 
+use crate::auth::post;
 use crate::auth::signup_and_login;
 use crate::{assert_problem, client};
 
 const PASSWORD: &str = "correct horse battery staple";
-
-async fn post(app: &TestApp, path: &str, body: Value) -> reqwest::Response {
-    client()
-        .post(app.url(path))
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-}
 
 #[tokio::test]
 async fn a7_sign_in_waits_for_the_verification_link_which_works_once() {
